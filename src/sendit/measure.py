@@ -1,0 +1,123 @@
+"""Honest measurement: wall time, peak memory, parameter counts, sizes on disk, hardware."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def count_parameters(model: nn.Module) -> dict:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable_params": trainable, "total_params": total, "trainable_pct": 100.0 * trainable / max(total, 1)}
+
+
+def size_mb(paths: list[Path]) -> float:
+    return sum(Path(p).stat().st_size for p in paths) / 2**20
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA max allocated on GPU; on CPU the process's peak RSS (VmHWM), reset at entry
+    through /proc/self/clear_refs so each block gets its own peak. `delta_mb` is the peak over the memory in use
+    when the block started (the loaded model)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.peak_mb = self.start_mb = 0.0
+
+    def __enter__(self) -> PeakMemory:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start_mb = torch.cuda.memory_allocated() / 2**20
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+            except OSError:
+                pass
+            self.start_mb = _rss_kb("VmRSS") / 1024
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self.peak_mb = max(_rss_kb("VmHWM") / 1024, self.start_mb)
+
+    @property
+    def delta_mb(self) -> float:
+        return max(self.peak_mb - self.start_mb, 0.0)
+
+
+class Timer:
+    def __init__(self, device: torch.device | None = None):
+        self.cuda = device is not None and device.type == "cuda"
+        self.seconds = 0.0
+
+    def __enter__(self) -> Timer:
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds = time.perf_counter() - self.t0
+
+
+def cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 pays where the hardware has bf16 matrix units: CUDA (Ampere+) and CPUs with AMX. Elsewhere
+    (AVX-512 without AMX, Arm) CPU bf16 matmuls are often slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_amx()
+
+
+def hardware(device: torch.device) -> dict:
+    info = {
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "device": device.type,
+        "amx_bf16": cpu_has_amx(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

@@ -1,0 +1,40 @@
+"""(IA)^3 (Liu et al., 2022) through peft: learned rescaling of keys, values and feed-forward activations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peft import IA3Config, PeftModel, TaskType, get_peft_model
+
+from sendit.methods import register
+from sendit.models import model_type
+
+TARGETS = {
+    "bert": (["key", "value", "output.dense"], ["output.dense"]),
+    "opt": (["k_proj", "v_proj", "fc2"], ["fc2"]),
+}
+
+
+class IA3:
+    name = "ia3"
+    default_lr = 3e-3
+
+    def prepare(self, model, cfg):
+        targets, feedforward = TARGETS.get(model_type(model), (None, None))
+        if cfg.target_modules:
+            targets, feedforward = cfg.target_modules, [m for m in cfg.target_modules if m in (feedforward or [])]
+        config = IA3Config(task_type=TaskType.SEQ_CLS, target_modules=targets, feedforward_modules=feedforward)
+        return get_peft_model(model, config)
+
+    def save(self, model, folder: Path) -> list[Path]:
+        model.save_pretrained(folder, safe_serialization=True)
+        return sorted(Path(folder).glob("adapter_model*.safetensors"))
+
+    def load(self, folder, base):
+        return PeftModel.from_pretrained(base(), folder)
+
+    def merge(self, model):
+        return model.merge_and_unload()
+
+
+register(IA3())

@@ -1,0 +1,108 @@
+"""Saved model folders: writing them, loading them back, and predicting with them.
+
+A model folder (RUN_DIR/<method>) holds `sendit_model.json` (method, base model, preprocessing), the tokenizer,
+and what the method trained: a peft adapter (lora, dora, ia3), the trained tensors (bitfit, head), or the whole
+model (full).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from sendit.data import normalize_tweet
+from sendit.engine import Predictions, encode, predict
+from sendit.measure import size_mb
+from sendit.methods import get_method
+from sendit.models import ModelError, load_model, load_tokenizer
+
+MANIFEST = "sendit_model.json"
+
+
+def save_model_folder(model: nn.Module, tokenizer, folder: Path, method: str, base_model: str, info: dict) -> float:
+    """Write a model folder; returns the size in MB of the weights the method saved."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = get_method(method).save(model, folder)
+    tokenizer.save_pretrained(folder)
+    manifest = {"method": method, "base_model": base_model, **info}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    return size_mb(weights)
+
+
+@dataclass
+class SenditModel:
+    """A trained classifier: `sendit.load(RUN_DIR / "lora").predict(["what a day!"])`."""
+
+    model: nn.Module
+    tokenizer: object
+    manifest: dict
+    accelerator: Accelerator
+
+    def encode(self, texts: list[str]):
+        if self.manifest.get("normalize", True):
+            texts = [normalize_tweet(t) for t in texts]
+        return encode(self.tokenizer, texts, None, int(self.manifest.get("max_length", 128)))
+
+    def predict_proba(self, texts: list[str], batch_size: int = 256) -> Predictions:
+        return predict(self.model, self.encode(list(texts)), self.accelerator, batch_size)
+
+    def predict(self, texts: list[str], batch_size: int = 256) -> list[dict]:
+        """One dict per text: label (0 = negative, 1 = positive), label_name, prob_positive."""
+        probs = self.predict_proba(texts, batch_size).probs[:, 1]
+        return [
+            {"label": int(p >= 0.5), "label_name": "positive" if p >= 0.5 else "negative", "prob_positive": float(p)}
+            for p in probs
+        ]
+
+
+def load(folder: str | Path, merge: bool = True, precision: str = "auto", trust_remote_code: bool = False) -> SenditModel:
+    """Load a model folder written by `sendit run`/`train` (RUN_DIR/<method>).
+
+    Args:
+        folder: the method's model folder.
+        merge: fold adapters into the base weights (faster inference, same predictions).
+        precision: 'auto' (bf16 where the hardware has it), 'bf16' or 'fp32'.
+        trust_remote_code: allow custom model code from the hub for the base model.
+    """
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.exists():
+        hint = ""
+        if folder.is_dir():
+            subs = sorted(p.parent.name for p in folder.glob(f"*/{MANIFEST}"))
+            if subs:
+                hint = f" It looks like a run folder: pass one of its model folders, e.g. {folder / subs[0]}."
+        raise ModelError(f"'{folder}' is not a sendit model folder (no {MANIFEST}).{hint}")
+    manifest = json.loads(manifest_path.read_text())
+    tokenizer = load_tokenizer(str(folder))
+    method = get_method(manifest["method"])
+    model = method.load(folder, lambda: load_model(manifest["base_model"], tokenizer, trust_remote_code))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if merge:
+        model = method.merge(model)
+    accelerator = make_accelerator(precision)
+    model.to(accelerator.device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return SenditModel(model, tokenizer, manifest, accelerator)
+
+
+def make_accelerator(precision: str = "auto", tracker: str | None = None, project_dir: str | None = None) -> Accelerator:
+    from sendit.measure import bf16_supported
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    use_bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(device))
+    return Accelerator(mixed_precision="bf16" if use_bf16 else "no", log_with=tracker, project_dir=project_dir)
+
+
+def probs_to_frame(texts: list[str], probs: np.ndarray):
+    import pandas as pd
+
+    return pd.DataFrame({"text": texts, "prediction": probs.argmax(-1), "prob_positive": probs[:, 1]})

@@ -1,0 +1,106 @@
+"""`sendit report`: figures, tables and statistics from run folders — files in, files out, no torch.
+
+build_report(["runs/2024-06-01"])  # → runs/2024-06-01/report/index.html, report.md, ...
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sendit.report.figures import build_figures
+from sendit.report.files import atomic_write_text
+from sendit.report.html import Page, render_html, render_markdown
+from sendit.report.load import RunData, load_runs
+from sendit.report.stats import ACROSS_SEEDS_METHOD, StatsConfig, compute_stats
+from sendit.report.tables import build_tables, write_table
+
+__all__ = ["RunData", "StatsConfig", "build_report", "load_runs", "main_report"]
+
+
+def _jsonable(x: object) -> object:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return _jsonable(df.to_dict(orient="records")) if not df.empty else []
+
+
+def build_report(
+    run_dirs: list[Path | str],
+    out: Path | str | None = None,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    dpi: int = 300,
+) -> Path:
+    """Write the report (index.html, report.md, stats.json, figures/, tables/) for run folders.
+
+    Args:
+        run_dirs: one or more run folders (or folders holding only the study's eight CSV files).
+        out: report folder; default `<first run dir>/report`.
+        n_boot: bootstrap resamples for every confidence interval.
+        seed: seed of the bootstrap generator.
+        dpi: resolution of the PNG figures.
+
+    Returns:
+        The report folder.
+    """
+    data = load_runs(run_dirs)
+    out = Path(out) if out is not None else Path(run_dirs[0]) / "report"
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+
+    cfg = StatsConfig(n_boot=n_boot, seed=seed)
+    stats = compute_stats(data, cfg)
+    tables = build_tables(data, stats)
+    for t in tables:
+        write_table(t, out / "tables")
+    figures = build_figures(data, out / "figures", dpi=dpi)
+
+    page = Page(data=data, tables=tables, figures=figures, stats=stats, cfg=cfg)
+    summary = {
+        "settings": {
+            "n_boot": n_boot,
+            "seed": seed,
+            "level": cfg.level,
+            "alpha": cfg.alpha,
+            "ci": "percentile bootstrap",
+            "mcnemar": "exact (two-sided binomial)",
+            "across_seeds": ACROSS_SEEDS_METHOD,
+        },
+        "runs": [str(Path(d)) for d in run_dirs],
+        "methods": data.names,
+        "metric_ci": _records(stats["metric_ci"]),
+        "pairs": _records(stats["pairs"]),
+        "seed_pairs": _records(stats["seed_pairs"]),
+        "notes": data.notes,
+    }
+    atomic_write_text(out / "stats.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "report.md", render_markdown(page))
+    atomic_write_text(out / "index.html", render_html(page))
+    return out
+
+
+def main_report(run_dirs: list[str], out: str | None = None) -> int:
+    """CLI entry for `sendit report RUN_DIR [RUN_DIR ...] [--out DIR]`: prints index.html's path."""
+    try:
+        folder = build_report(run_dirs, out)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"sendit report: {e}", file=sys.stderr)
+        return 2
+    print(folder / "index.html")
+    return 0
