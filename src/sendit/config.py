@@ -51,6 +51,10 @@ class DataConfig:
         None, "optional label,text CSV whose rows are added to the training split only"
     )
     split_seed: int = _f(0, "seed of the train/val/test split (fixed across training seeds so tests pair up)")
+    encoding: str = _f(
+        "auto", "text encoding of CSV files: 'auto' (UTF-8 when valid, else latin-1 like Sentiment140), or any "
+        "Python codec name such as utf-8 or latin-1 (then bytes that do not fit are an error)"
+    )
     bad_rows: str = _f(
         "error",
         "malformed rows, empty texts, unknown labels: 'error' (stop, naming the first) or 'skip' "
@@ -99,6 +103,61 @@ class TrainConfig:
     threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
     log_every: int = _f(20, "update the progress bar's loss/throughput every N steps")
     tracker: str | None = _f(None, "live tracking through accelerate: 'tensorboard' or 'mlflow'")
+
+
+@dataclass
+class DistillConfig:
+    """`sendit distill` settings: the `distill:` section of a config file (each field is also a flag)."""
+
+    teacher: str | None = _f(None, "the fine-tuned teacher's model folder, RUN_DIR/<method>")
+    student_layers: int | None = _f(
+        None, "student depth, initialised from every (teacher depth / N)-th teacher layer starting at 0 "
+        "(DistilBERT-style: 6 -> 3 keeps 0,2,4; 12 -> 6 keeps 0,2,..,10); default half the teacher's"
+    )
+    layers: list | None = _f(None, "the teacher layers copied into the student, e.g. 0,2,5 (instead of --student-layers)")
+    student_model: str | None = _f(
+        None, "a smaller model (hub id or folder) as the student instead of teacher layers"
+    )
+    chain: list | None = _f(
+        None, "iterative distillation: layer counts, e.g. 12,6,3 (teacher -> assistant -> student); each stage "
+        "learns from the previous stage's fine-tuned model"
+    )
+    method: str = _f("full", "method that trains each student (see `sendit methods`)")
+    kd_ratio: float = _f(0.5, "weight of the distillation term: (1 - kd_ratio) * CE + kd_ratio * T^2 * KL")
+    temperature: float = _f(2.0, "softmax temperature T of the distillation term")
+
+    def __post_init__(self) -> None:
+        for name in ("chain", "layers"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            try:
+                setattr(self, name, None if value is None else [int(v) for v in value])
+            except (TypeError, ValueError):
+                raise ConfigError(f"--{name} must be comma-separated integers like 6,3 (got {value!r})") from None
+        students = [f"--{n.replace('_', '-')}" for n in ("student_layers", "layers", "student_model", "chain")
+                    if getattr(self, n) not in (None, [])]
+        checks = [
+            (0 <= self.kd_ratio <= 1, f"--kd-ratio must be in [0, 1] (got {self.kd_ratio})"),
+            (self.temperature > 0, f"--temperature must be > 0 (got {self.temperature})"),
+            (len(students) <= 1, f"{' and '.join(students)} each choose the student: give one of them"),
+            (self.student_layers is None or self.student_layers >= 1,
+             f"--student-layers must be at least 1 (got {self.student_layers})"),
+            (all(n >= 0 for n in self.layers or []), f"--layers must be layer indices >= 0 (got {self.layers})"),
+            (all(n >= 1 for n in self.chain or []), f"--chain layer counts must be >= 1 (got {self.chain})"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+
+def distill_config(raw: dict, source: str = "config") -> DistillConfig:
+    """A DistillConfig from a `distill:` mapping or flags; unknown keys fail with a suggestion."""
+    names = [f.name for f in dataclasses.fields(DistillConfig)]
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key 'distill.{key}'.{_suggest(key, names)}")
+    return DistillConfig(**{k: v if k in ("chain", "layers") else _coerce(DistillConfig, k, v) for k, v in raw.items()})
 
 
 @dataclass
@@ -203,7 +262,11 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
         return list(value)
     if t.startswith("dict"):
         if isinstance(value, str):
-            value = yaml.safe_load(value) or {}
+            try:
+                value = yaml.safe_load(value) or {}
+            except yaml.YAMLError:
+                raise ConfigError(f"'{name}' must be a mapping like {{lora: 1e-3}}, got {value!r} (not valid "
+                                  f"YAML: check the braces, colons and quotes)") from None
         if not isinstance(value, dict):
             raise ConfigError(f"'{name}' must be a mapping like {{lora: 1e-3}}, got {value!r}")
         return dict(value)

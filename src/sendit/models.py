@@ -31,17 +31,18 @@ def resolve(name: str) -> str:
     return name
 
 
-def _check_exists(name: str) -> None:
+def _check_exists(name: str, marker: str | None = "config.json") -> None:
     p = Path(name)
     looks_local = name.startswith((".", "/", "~")) or p.exists() or name.count("/") > 1
-    if looks_local and not (p.is_dir() and (p / "config.json").exists()):
-        raise ModelError(f"model folder '{name}' not found or has no config.json. Pass a folder written by "
-                         f"save_pretrained, a hub id such as facebook/opt-125m, or 'embedded'.")
+    if looks_local and not (p.is_dir() and (marker is None or (p / marker).exists())):
+        what = f"not found or has no {marker}" if marker else "not found"
+        raise ModelError(f"model folder '{name}' {what}. Pass a folder written by save_pretrained, a hub id such "
+                         f"as facebook/opt-125m, or 'embedded'.")
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     path = resolve(name)
-    _check_exists(path)
+    _check_exists(path, marker=None)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:

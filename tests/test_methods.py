@@ -1,0 +1,134 @@
+"""Each method trains exactly what it should, and a saved model reloads to identical predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import OPT_TOKENIZER, tiny_opt_config
+
+from sendit.config import MethodConfig, TrainConfig
+from sendit.engine import encode, fit, predict
+from sendit.methods import METHODS, get_method
+from sendit.methods.bitfit import bias_names
+from sendit.models import head_parameter_names, load_model, model_from_config
+from sendit.predict import load, make_accelerator, save_model_folder
+
+TEXTS = ["i love this so much", "worst day ever", "meh", "so happy today!!", "sad and tired", "great game",
+         "awful traffic again", "nice weather"] * 8
+LABELS = np.array([1, 0, 0, 1, 0, 1, 0, 1] * 8)
+
+
+def _train(model, tok, method_name: str, epochs: int = 1):
+    method = get_method(method_name)
+    model = method.prepare(model, MethodConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0))
+    data = encode(tok, TEXTS, LABELS, 32)
+    cfg = TrainConfig(epochs=epochs, batch_size=16, warmup_ratio=0.0, weight_decay=0.0, log_every=1000)
+    result = fit(model, data, data, cfg, lr=0.05, accelerator=make_accelerator("fp32"), seed=0, log=lambda s: None)
+    return model, result
+
+
+def _base_state(model) -> dict[str, torch.Tensor]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {n: p.detach().clone() for n, p in base.named_parameters()}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_trains_only_what_it_should(tiny_opt, opt_tokenizer, method):
+    model = load_model(str(tiny_opt), opt_tokenizer)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    head = set(head_parameter_names(model))
+    biases = bias_names(model)
+    trained, _ = _train(model, opt_tokenizer, method)
+    base = trained.get_base_model() if hasattr(trained, "get_base_model") else trained
+    after = {}
+    for n, p in base.named_parameters():
+        # peft keeps the original head under modules_to_save and wraps targets as base_layer.
+        key = n.replace(".base_layer", "").replace(".modules_to_save.default", "")
+        if "original_module" in n or "lora_" in n or "ia3_" in n:
+            continue
+        after[key] = p.detach()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed, "nothing trained"
+    if method == "head":
+        assert changed == head
+    elif method == "bitfit":
+        assert changed <= biases | head and head <= changed
+        assert len(changed & biases) >= len(biases) // 2
+    elif method == "full":
+        used = {n for n in before if "embed_tokens" not in n}  # unused vocabulary rows may keep their values
+        assert used <= changed
+    else:  # peft methods: base weights bit-identical, only the head (modules_to_save) moves
+        assert changed == head
+
+
+def test_bitfit_on_opt_125m_shape_trains_exactly_its_biases_and_head(opt_tokenizer):
+    from transformers import OPTConfig
+
+    with torch.device("meta"):
+        model = model_from_config(OPTConfig(), opt_tokenizer)
+    model = get_method("bitfit").prepare(model, MethodConfig())
+    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(v for n, v in trainable.items() if n.endswith(".bias")) == 102_144
+    assert {n for n in trainable if not n.endswith(".bias")} == {"score.weight"}
+    assert trainable["score.weight"] == 768 * 2
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_saved_model_reloads_to_identical_predictions(tiny_opt, opt_tokenizer, tmp_path, method):
+    model = load_model(str(tiny_opt), opt_tokenizer)
+    trained, _ = _train(model, opt_tokenizer, method)
+    acc = make_accelerator("fp32")
+    data = encode(opt_tokenizer, TEXTS, LABELS, 32)
+    expected = predict(trained, data, acc).probs
+    save_model_folder(trained, opt_tokenizer, tmp_path / method, method, str(tiny_opt),
+                      {"max_length": 32, "normalize": False})
+    for merge in (False, True):
+        again = load(tmp_path / method, merge=merge, precision="fp32")
+        got = again.predict_proba(TEXTS).probs
+        if merge:
+            np.testing.assert_allclose(got, expected, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_fit_keeps_the_best_epoch_and_logs_every_epoch(tiny_opt, opt_tokenizer):
+    model = load_model(str(tiny_opt), opt_tokenizer)
+    trained, result = _train(model, opt_tokenizer, "full", epochs=3)
+    assert [h["epoch"] for h in result.history][:1] == [1]
+    best = max(result.history, key=lambda h: h["val_f1"])
+    assert result.best_epoch == best["epoch"] and result.best_val_f1 == best["val_f1"]
+    acc = make_accelerator("fp32")
+    from sendit.engine import evaluate_loss
+
+    again = evaluate_loss(trained, encode(opt_tokenizer, TEXTS, LABELS, 32), acc, 64)
+    assert again["f1"] == pytest.approx(result.best_val_f1)
+
+
+def test_opt_pooling_is_padding_invariant(tiny_opt, opt_tokenizer):
+    """OPT classifies from the last non-pad token: padding (either side) must not change a text's logits."""
+    model = load_model(str(tiny_opt), opt_tokenizer).eval()
+    texts = ["short", "a much longer tweet that needs many more tokens than the other one"]
+    with torch.no_grad():
+        alone = model(**opt_tokenizer(texts[:1], return_tensors="pt")).logits
+        for side in ("right", "left"):
+            opt_tokenizer.padding_side = side
+            batch = opt_tokenizer(texts, return_tensors="pt", padding=True)
+            assert (batch["input_ids"][0] == opt_tokenizer.pad_token_id).any()
+            padded = model(**batch).logits[:1]
+            torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+    opt_tokenizer.padding_side = "right"
+
+
+def test_length_grouped_batches_cover_every_row_once_and_depend_on_seed_and_epoch():
+    from sendit.engine import length_grouped_batches
+
+    lengths = np.random.default_rng(0).integers(1, 60, size=1000)
+    b = length_grouped_batches(lengths, 32, seed=1, epoch=1)
+    flat = [i for batch in b for i in batch]
+    assert sorted(flat) == list(range(1000))
+    assert b == length_grouped_batches(lengths, 32, seed=1, epoch=1)
+    assert b != length_grouped_batches(lengths, 32, seed=1, epoch=2)
+    padded = sum(len(x) * lengths[x].max() for x in b)
+    shuffled = [list(range(i, min(i + 32, 1000))) for i in range(0, 1000, 32)]
+    assert padded < 0.75 * sum(len(x) * lengths[x].max() for x in shuffled)
