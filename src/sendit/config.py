@@ -6,6 +6,7 @@ unique across sections so that each one is also a flat command-line flag (`--lor
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
@@ -190,13 +191,17 @@ def validate(cfg: RunConfig) -> None:
         (t.batch_size >= 1, f"--batch-size must be at least 1 (got {t.batch_size})"),
         (t.grad_accum >= 1, f"--grad-accum must be at least 1 (got {t.grad_accum})"),
         (t.lr is None or t.lr > 0, f"--lr must be > 0 (got {t.lr})"),
-        (all(v > 0 for v in m.method_lr.values()), f"method_lr values must be > 0 (got {m.method_lr})"),
+        (all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in m.method_lr.values()),
+         f"--method-lr values must be numbers > 0 (got {m.method_lr}); write it as \"{{lora: 1e-3, bitfit: 2e-3}}\", "
+         f"with a space after each colon"),
         (0 <= t.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1) (got {t.warmup_ratio})"),
         (t.patience >= 1, f"--patience must be at least 1 (got {t.patience})"),
         (m.lora_r >= 1, f"--lora-r must be at least 1 (got {m.lora_r})"),
         (0 <= m.lora_dropout < 1, f"--lora-dropout must be in [0, 1) (got {m.lora_dropout})"),
         (t.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32 (got {t.precision})"),
         (d.bad_rows in ("error", "skip"), f"--bad-rows must be error or skip (got {d.bad_rows})"),
+        (d.encoding == "auto" or _is_codec(d.encoding),
+         f"--encoding {d.encoding!r} is not an encoding Python knows; use auto, utf-8 or latin-1"),
         (d.max_length >= 8, f"--max-length must be at least 8 (got {d.max_length})"),
         (t.tracker in (None, "tensorboard", "mlflow"), f"--tracker must be tensorboard or mlflow (got {t.tracker})"),
     ]
@@ -208,6 +213,14 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(msg)
     if not m.methods:
         raise ConfigError("--methods is empty: name at least one method, e.g. --methods lora,bitfit")
+
+
+def _is_codec(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except (LookupError, TypeError):
+        return False
+    return True
 
 
 def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
@@ -265,10 +278,12 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
             try:
                 value = yaml.safe_load(value) or {}
             except yaml.YAMLError:
-                raise ConfigError(f"'{name}' must be a mapping like {{lora: 1e-3}}, got {value!r} (not valid "
-                                  f"YAML: check the braces, colons and quotes)") from None
+                raise ConfigError(f"'{name}' must be a mapping like {_MAPPING_EXAMPLE.get(name, '{a: 1}')}, got "
+                                  f"{value!r} (not valid YAML: check the braces, colons and quotes)") from None
         if not isinstance(value, dict):
-            raise ConfigError(f"'{name}' must be a mapping like {{lora: 1e-3}}, got {value!r}")
+            raise ConfigError(f"'{name}' must be a mapping like {_MAPPING_EXAMPLE.get(name, '{a: 1}')}, got {value!r}")
+        if name == "method_lr":  # YAML reads 1e-3 (no dot) as a string
+            return {k: _number(v) for k, v in value.items()}
         return dict(value)
     if t.startswith("bool"):
         if isinstance(value, str):
@@ -287,6 +302,16 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"'{name}' must be a number, got {value!r}") from None
     return value if not isinstance(value, (int, float)) or not t.startswith("str") else str(value)
+
+
+_MAPPING_EXAMPLE = {"method_lr": "{lora: 1e-3}", "label_map": "{neg: 0, pos: 4}"}
+
+
+def _number(value: Any) -> Any:
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value  # validate() names it
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> RunConfig:

@@ -7,6 +7,7 @@ is dropped and counted.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import html
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sendit.config import DataConfig
+from sendit.config import ConfigError, DataConfig
 
 EMBEDDED = "embedded"
 SENTIMENT140_COLUMNS = ("target", "id", "date", "query", "user", "text")
@@ -72,7 +73,13 @@ class LabelMapper:
     def __init__(self, extra: dict | None = None):
         self.mapping = dict(DEFAULT_LABELS)
         for k, v in (extra or {}).items():
-            self.mapping[str(k).strip().lower()] = DEFAULT_LABELS.get(str(v), v)
+            target = "neutral" if v is None else str(v).strip().lower()
+            if target not in DEFAULT_LABELS:
+                raise ConfigError(
+                    f"--label-map maps {k!r} to {v!r}, which is not a label: map each value to 0 or negative, "
+                    f"4 or 1 or positive, or 2 or neutral (dropped), e.g. --label-map \"{{'{k}': 0}}\"."
+                )
+            self.mapping[str(k).strip().lower()] = DEFAULT_LABELS[target]
 
     def __call__(self, raw: object) -> int | None:
         """0/1 for a known label, None for neutral; raises KeyError for an unknown one."""
@@ -84,9 +91,16 @@ class LabelMapper:
 
 # --------------------------------------------------------------------------------------------- readers
 def _open_text(path: Path, encoding: str) -> io.TextIOBase:
+    """The file as text. 'auto' is UTF-8 when the bytes are valid UTF-8, else latin-1 (Sentiment140's own files,
+    which any byte decodes); a UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped either way."""
     raw = path.read_bytes()
     if path.suffix == ".gz":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, ValueError) as e:
+            raise DataError(f"{path}: not a readable gzip file ({e}). Decompress it yourself or re-download "
+                            f"it.") from None
+    raw = raw.removeprefix(codecs.BOM_UTF8)
     if not raw.strip():
         raise DataError(f"{path}: the file is empty. Point --data at a CSV with text and label columns.")
     if b"\x00" in raw:
@@ -95,38 +109,53 @@ def _open_text(path: Path, encoding: str) -> io.TextIOBase:
             f"{path}, line {line}: the file contains NUL bytes, so it is binary or corrupted (a spreadsheet "
             f"export gone wrong?). Re-export it as plain CSV, or strip the NULs: tr -d '\\000' < in > out."
         )
+    if encoding == "auto":
+        try:
+            return io.StringIO(raw.decode("utf-8"), newline="")
+        except UnicodeDecodeError:
+            return io.StringIO(raw.decode("latin-1"), newline="")
     try:
         return io.StringIO(raw.decode(encoding), newline="")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(
-            f"{path}, line {line}: byte {raw[e.start:e.start + 1]!r} is not valid {encoding}. Sentiment140 files "
-            f"are latin-1; pass --encoding latin-1 (or re-save the file as UTF-8)."
+            f"{path}, line {line}: byte {raw[e.start:e.start + 1]!r} is not valid {encoding}. Pass --encoding "
+            f"latin-1 (Sentiment140's encoding) or --encoding auto (UTF-8, else latin-1), or re-save the file as "
+            f"{encoding}."
         ) from None
+    except LookupError:
+        raise ConfigError(f"--encoding {encoding!r} is not an encoding Python knows; use auto, utf-8 or "
+                          f"latin-1.") from None
 
 
 def read_sentiment140(path: str | Path, cfg: DataConfig | None = None, encoding: str = "latin-1") -> Table:
     """The original six-column file (target, id, date, query, user, text), no header, latin-1."""
     cfg = cfg or DataConfig()
     path = Path(path)
-    rows = csv.reader(_open_text(path, encoding))
+    rows = csv.reader(_open_text(path, encoding), strict=True)
     return _collect(path, ((i, r[0] if r else "", r[5] if len(r) == 6 else None, len(r)) for i, r in _numbered(rows)), cfg, expect_cols=6)
 
 
 def _numbered(rows):
-    """(line number, row) pairs that survive csv's own errors (broken quoting) as a DataError."""
+    """(line number, row) pairs that survive csv's own errors (broken quoting) as a DataError. The reader is
+    strict, so a quote that is never closed fails instead of swallowing the rest of the file into one tweet."""
     it = iter(rows)
     while True:
+        start = rows.line_num + 1
         try:
             row = next(it)
         except StopIteration:
             return
         except csv.Error as e:
-            raise DataError(f"line {rows.line_num}: malformed CSV ({e}). Check the quoting on that line.") from None
+            upto = f" (read up to line {rows.line_num})" if rows.line_num > start else ""
+            raise DataError(f"line {start}: malformed CSV ({e}) in the row that starts there{upto}. Check its "
+                            f"quotes: a quoted field must end with a quote followed by a comma or the line end, "
+                            f"and quotes inside it are doubled (\"\").") from None
         yield rows.line_num, row
 
 
-def _collect(path: Path, items, cfg: DataConfig, expect_cols: int | None = None) -> Table:
+def _collect(path: Path, items, cfg: DataConfig, expect_cols: int | None = None,
+             columns: tuple[str, ...] = SENTIMENT140_COLUMNS) -> Table:
     """Turn (line, raw label, text, ncols) items into a Table, enforcing cfg.bad_rows."""
     mapper = LabelMapper(cfg.label_map)
     texts, labels, dropped = [], [], Counter()
@@ -144,8 +173,8 @@ def _collect(path: Path, items, cfg: DataConfig, expect_cols: int | None = None)
             if expect_cols and ncols != expect_cols:
                 if ncols == 0:
                     continue
-                bad("malformed_row", line, f"expected {expect_cols} columns (target, id, date, query, user, "
-                                           f"text), found {ncols}.")
+                bad("malformed_row", line, f"expected {expect_cols} columns ({', '.join(columns)}), found "
+                                           f"{ncols} (an unquoted comma in the text?).")
                 continue
             try:
                 label = mapper(raw_label)
@@ -167,16 +196,20 @@ def _collect(path: Path, items, cfg: DataConfig, expect_cols: int | None = None)
             raise DataError(f"{path}, {e}") from None
         raise
     if unknown:
-        counts = ", ".join(f"{v!r}: {n} rows (first on line {first_unknown[v]})" for v, n in unknown.most_common(10))
+        counts = ", ".join(f"{_short(v)}: {n} rows (first on line {first_unknown[v]})"
+                           for v, n in unknown.most_common(10))
+        more = f" and {len(unknown) - 10} more values" if len(unknown) > 10 else ""
+        example = ", ".join(f"{_short(v)}: {y}" for v, y in zip(sorted(unknown)[:2], (0, 4)))
         if cfg.bad_rows == "error":
             raise DataError(
-                f"{path}: labels outside the expected set (0/4 or 0/1, 2 = neutral, negative/positive): {counts}. "
-                f"Map them with --label-map \"{{{next(iter(unknown))}: 0}}\" (0 = negative, 4 or 1 = positive), "
-                f"or pass --bad-rows skip to drop them."
+                f"{path}: labels outside the expected set (0/4 or 0/1, 2 = neutral, negative/positive): "
+                f"{counts}{more}. Map them with --label-map \"{{{example}}}\" (0 = negative, 4 or 1 = positive, "
+                f"2 = neutral, dropped), or pass --bad-rows skip to drop them."
             )
         dropped["unknown_label"] += sum(unknown.values())
     if not texts:
-        raise DataError(f"{path}: no usable rows (dropped: {dict(dropped)}). Check the file's columns and labels.")
+        why = f"dropped: {dict(dropped)}" if dropped else "it has no data rows"
+        raise DataError(f"{path}: no usable rows ({why}). Check the file's columns and labels.")
     return Table(texts, np.asarray(labels, dtype=np.int64), str(path), dropped)
 
 
@@ -201,14 +234,20 @@ def read_table(path: str | Path, cfg: DataConfig | None = None, encoding: str | 
         text_col, label_col = _find_columns(path, list(df.columns))
         items = ((i + 1, lab, txt, None) for i, (lab, txt) in enumerate(zip(df[label_col], df[text_col])))
         return _collect(path, items, cfg)
-    enc = encoding or "latin-1"
+    enc = encoding or cfg.encoding
     stream = _open_text(path, enc)
-    first = next(csv.reader(io.StringIO(stream.readline())), [])
+    try:
+        first = next(csv.reader(io.StringIO(stream.readline())), [])
+    except csv.Error:
+        first = []
     stream.seek(0)
     if len(first) == 6 and first[0].strip() in ("0", "2", "4"):
         return read_sentiment140(path, cfg, enc)
-    reader = csv.reader(stream)
-    header = [h.strip() for h in next(reader)]
+    reader = csv.reader(stream, strict=True)
+    try:
+        header = [h.strip() for h in next(_numbered(reader), (1, []))[1]]
+    except DataError as e:
+        raise DataError(f"{path}, {e}") from None
     text_col, label_col = _find_columns(path, header)
     ti, li = header.index(text_col), header.index(label_col)
     n = len(header)
@@ -219,7 +258,13 @@ def read_table(path: str | Path, cfg: DataConfig | None = None, encoding: str | 
                 continue
             yield line, row[li] if len(row) == n else None, row[ti] if len(row) == n else None, len(row)
 
-    return _collect(path, items(), cfg, expect_cols=n)
+    return _collect(path, items(), cfg, expect_cols=n, columns=tuple(header))
+
+
+def _short(value: object, width: int = 40) -> str:
+    """A value quoted for a message, cut to `width` characters (a misread file can put a whole tweet there)."""
+    text = str(value)
+    return repr(text if len(text) <= width else text[:width] + "...")
 
 
 def _find_columns(path: Path, columns: list) -> tuple[str, str]:
@@ -229,7 +274,7 @@ def _find_columns(path: Path, columns: list) -> tuple[str, str]:
     missing = [what for what, col in (("text", text), ("label", label)) if col is None]
     if missing:
         raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, columns)) or 'none'}. "
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(_short(c) for c in columns) or 'none'}. "
             f"The file needs a header with a 'text' column (or tweet/sentence) and a 'label' column "
             f"(or target/sentiment), or the headerless six-column Sentiment140 format."
         )
@@ -359,12 +404,22 @@ def load_splits(cfg: DataConfig) -> Splits:
     if sum(sizes) > n:
         raise DataError(
             f"{source.source}: train/val/test sizes {sizes} need {sum(sizes)} rows but only {n} remain after "
-            f"dropping {dict(dropped['data'])}. Lower --train-size/--val-size/--test-size or use fractions."
+            f"dropping {({k: v for k, v in dropped['data'].items() if v}) or 'nothing'}. Lower --train-size/--val-size/"
+            f"--test-size or use fractions."
         )
     if len(np.unique(source.labels)) < 2:
-        raise DataError(f"{source.source}: only one class present ({int(source.labels[0])}); a sentiment "
-                        f"classifier needs both negative and positive tweets.")
+        raise DataError(f"{source.source}: only {'negative' if source.labels[0] == 0 else 'positive'} tweets "
+                        f"({n} rows); a sentiment classifier needs both negative and positive tweets. Check the "
+                        f"label column (and --label-map).")
     tr, va, te = stratified_split(source.labels, sizes, cfg.split_seed)
+    if len(np.unique(source.labels[tr])) < 2:
+        neg, pos = int((source.labels == 0).sum()), int((source.labels == 1).sum())
+        raise DataError(
+            f"{source.source}: the {len(tr)}-row training split holds only "
+            f"{'negative' if source.labels[tr[0]] == 0 else 'positive'} tweets (the source has {neg} negative and "
+            f"{pos} positive after cleaning); a classifier needs both. Raise --train-size or add tweets of the "
+            f"other class."
+        )
     train = source.subset(tr, "train")
     val, test = source.subset(va, "val"), source.subset(te, "heldout")
     if cfg.extra_train_file:
@@ -392,10 +447,17 @@ def read_texts(path: str | Path, column: str = "text") -> list[str]:
     import pandas as pd
 
     path = Path(path)
-    df = pd.read_json(path, lines=True) if path.suffix == ".jsonl" else pd.read_csv(path, encoding="latin-1")
+    if not path.is_file():
+        raise DataError(f"'{path}' does not exist or is not a file. Pass a CSV with a '{column}' column.")
+    try:
+        df = (pd.read_json(path, lines=True) if path.suffix == ".jsonl"
+              else pd.read_csv(path, encoding="latin-1", dtype=str, keep_default_na=False))
+    except (ValueError, OSError) as e:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise DataError(f"{path}: could not be read as {'JSON lines' if path.suffix == '.jsonl' else 'CSV'} "
+                        f"({' '.join(str(e).split())}). Check that it is a valid file with a header.") from None
     if column not in df.columns:
         raise DataError(f"{path}: no '{column}' column (found {', '.join(map(str, df.columns))}).")
-    return df[column].fillna("").astype(str).tolist()
+    return ["" if v is None or (isinstance(v, float) and v != v) else str(v) for v in df[column]]
 
 
 def token_lengths(tokenizer, texts: list[str]) -> np.ndarray:

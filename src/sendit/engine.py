@@ -8,8 +8,9 @@ length; padding every tweet to 128 would spend ~5x the compute on pad tokens. Ba
 from __future__ import annotations
 
 import math
+import os
+import pickle
 import random
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -32,7 +33,14 @@ from sendit.metrics import classification_metrics
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss became NaN); the best checkpoint so far is kept."""
+    """Training cannot go on (e.g. the loss became NaN); the best checkpoint so far is kept.
+
+    `result` is the history up to the failure when there is one; the model then holds its best epoch's weights.
+    """
+
+    def __init__(self, message: str, result: FitResult | None = None):
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -198,6 +206,7 @@ def fit(
     checkpoint_dir: Path | None = None,
     log: Callable[[str], None] = print,
     desc: str = "train",
+    max_batches: int | None = None,
 ) -> FitResult:
     """Train `model` (already frozen/wrapped by its method) with AdamW and linear warm-up/decay, validate each
     epoch, stop early on validation F1, and leave the best epoch's weights in the model."""
@@ -209,8 +218,12 @@ def fit(
                             f"lower it or add data")
     unwrapped = model
     model = accelerator.prepare_model(model)
+    if cfg.compile:  # opt-in: on CPU the compile time outweighs the gain of a short run (docs/speed.md)
+        model = torch.compile(model, dynamic=True)
     optimizer = make_optimizer(unwrapped, lr, cfg.weight_decay)
     batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    if max_batches:  # `sendit bench`: time a few batches of a full-size epoch's grouping
+        batches_per_epoch = min(batches_per_epoch, max_batches)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
@@ -227,10 +240,10 @@ def fit(
             if result.stopped == "early_stopping":
                 break
             model.train()
-            batches = length_grouped_batches(lengths, cfg.batch_size, seed, epoch)
+            batches = length_grouped_batches(lengths, cfg.batch_size, seed, epoch)[:batches_per_epoch]
             bar = tqdm(batches, desc=f"{desc} epoch {epoch}/{cfg.epochs}", disable=not accelerator.is_local_main_process,
                        mininterval=2.0, leave=False, dynamic_ncols=True)
-            loss_sum = torch.zeros((), dtype=torch.float64)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)  # no GPU sync per step
             extra_sums: dict[str, float] = {}
             seen = tokens = 0
             with Timer(accelerator.device) as epoch_timer:
@@ -257,11 +270,17 @@ def fit(
                     if (i + 1) % cfg.log_every == 0:
                         elapsed = time.perf_counter() - epoch_timer.t0
                         bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.4f}", tweets_s=f"{seen / elapsed:.0f}")
+            if world > 1:  # each process summed the losses of its own slices: the epoch's loss is their mean
+                loss_sum = accelerator.reduce(loss_sum, "mean")
             train_loss = loss_sum.item() / len(batches)
             if not math.isfinite(train_loss):
+                if best_state is not None:
+                    unwrapped.load_state_dict(best_state, strict=False)
+                kept = (f"the model keeps epoch {result.best_epoch}'s weights, the best so far"
+                        if best_state is not None else "it was the first epoch, so there are no earlier weights to keep")
                 raise TrainingError(
                     f"{desc}: the training loss became {train_loss} in epoch {epoch}. Lower the learning rate "
-                    f"(now {lr:g}) or use --precision fp32; the best checkpoint so far is kept."
+                    f"(now {lr:g}) or use --precision fp32; {kept}.", result if best_state is not None else None
                 )
             result.train_examples += seen
             result.train_tokens += tokens
@@ -298,44 +317,82 @@ def fit(
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
+# A checkpoint folder holds `state.pt` (optimizer, scheduler, RNG states, progress) and the epoch's weights as
+# `trainable-epoch{N}.safetensors` / `best-epoch{N}.safetensors`. `state.pt` is the commit point: the weights of
+# epoch N are written first under new names, then `state.pt` is replaced atomically (os.replace), then older
+# epochs' files are deleted. A kill at any moment leaves a `state.pt` whose files all exist, never half of one.
+STATE = "state.pt"
+
+
 def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"state": list(py_state[1]), "gauss_next": py_state[2]},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    random.setstate((3, tuple(state["python"]["state"]), state["python"]["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
 
 
 def _save_checkpoint(folder: Path, epoch: int, model, optimizer, scheduler, result, best_state, bad_epochs) -> None:
-    """Everything needed to continue after `epoch`, written to a temporary folder and renamed into place, so a
-    kill at any moment leaves either the previous checkpoint or this one, never half of one."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    """Everything needed to continue after `epoch` (weights as safetensors; optimizer, scheduler, RNG states and
+    progress in `state.pt`), committed by an atomic replace of `state.pt`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"trainable": f"trainable-epoch{epoch}.safetensors"}
+    save_file(trainable_state(model), str(folder / files["trainable"]))
     if best_state is not None:
-        save_file(best_state, str(tmp / "best.safetensors"))
-    torch.save(
-        {
-            "epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1],
-                    "python": list(random.getstate()[1])},
-            "result": {k: v for k, v in vars(result).items()}, "bad_epochs": bad_epochs,
-        },
-        tmp / "state.pt",
-    )
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+        files["best"] = f"best-epoch{epoch}.safetensors"
+        save_file(best_state, str(folder / files["best"]))
+    for name in files.values():
+        _fsync(folder / name)
+    state = {
+        "epoch": epoch, "files": files, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "rng": _rng_state(), "result": dict(vars(result)), "bad_epochs": bad_epochs,
+    }
+    tmp = folder / f".{STATE}.tmp"
+    torch.save(state, tmp)
+    _fsync(tmp)
+    os.replace(tmp, folder / STATE)
+    for old in folder.glob("*.safetensors"):
+        if old.name not in files.values():
+            old.unlink(missing_ok=True)
 
 
 def _load_checkpoint(folder: Path, model, optimizer, scheduler):
-    state = torch.load(folder / "state.pt", weights_only=True)
-    model.load_state_dict(load_file(str(folder / "trainable.safetensors")), strict=False)
+    """Restore what `_save_checkpoint` wrote; `torch.load` runs with weights_only=True (tensors and plain Python
+    values only, nothing unpickled into code)."""
+    try:
+        state = torch.load(folder / STATE, weights_only=True)
+        weights = load_file(str(folder / state["files"]["trainable"]))
+        best = load_file(str(folder / state["files"]["best"])) if "best" in state["files"] else None
+    except pickle.UnpicklingError:
+        raise TrainingError(f"the checkpoint in {folder} holds more than tensors and plain values, so it was not "
+                            f"loaded (tampered with?). Delete that folder to restart this method from epoch 1 when "
+                            f"resuming.") from None
+    except Exception as e:  # a checkpoint from another version, or damaged on disk: say so, do not guess
+        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise TrainingError(f"the checkpoint in {folder} cannot be read ({type(e).__name__}: {why}). Delete that "
+                            f"folder to restart this method from epoch 1 when resuming.") from None
+    model.load_state_dict(weights, strict=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(("MT19937", state["rng"]["numpy"], 624, 0, 0.0))
-    random.setstate((3, tuple(state["rng"]["python"]), None))
-    best = load_file(str(folder / "best.safetensors")) if (folder / "best.safetensors").exists() else None
-    result = FitResult(**state["result"])
-    return state["epoch"] + 1, result, best, state["bad_epochs"]
+    _set_rng_state(state["rng"])
+    return state["epoch"] + 1, FitResult(**state["result"]), best, state["bad_epochs"]

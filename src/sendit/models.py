@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -31,13 +36,59 @@ def resolve(name: str) -> str:
     return name
 
 
+def check_model(name: str) -> None:
+    """Fail early, with a ModelError saying what to do, when `name` cannot be a loadable model."""
+    _check_exists(resolve(name))
+
+
 def _check_exists(name: str, marker: str | None = "config.json") -> None:
     p = Path(name)
     looks_local = name.startswith((".", "/", "~")) or p.exists() or name.count("/") > 1
-    if looks_local and not (p.is_dir() and (marker is None or (p / marker).exists())):
-        what = f"not found or has no {marker}" if marker else "not found"
-        raise ModelError(f"model folder '{name}' {what}. Pass a folder written by save_pretrained, a hub id such "
-                         f"as facebook/opt-125m, or 'embedded'.")
+    if not looks_local:
+        _check_hub(name)
+        return
+    fix = "Pass a folder written by save_pretrained, a hub id such as facebook/opt-125m, or 'embedded'."
+    if not p.exists():
+        siblings = [str(x) for x in p.parent.iterdir() if x.is_dir()] if p.parent.is_dir() else []
+        close = difflib.get_close_matches(str(p), siblings, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ModelError(f"model folder '{name}' does not exist.{hint} {fix}")
+    if not p.is_dir():
+        raise ModelError(f"model '{name}' is a file; pass the folder that holds config.json and the weights. {fix}")
+    if marker is not None and not (p / marker).exists():
+        held = ", ".join(sorted(x.name for x in p.iterdir())[:8]) or "nothing"
+        raise ModelError(f"model folder '{name}' has no {marker} (it holds: {held}). {fix}")
+
+
+def _check_hub(name: str) -> None:
+    """A hub id: fail at once with a clear message when it is not cached and the hub cannot be reached, instead
+    of after a minute of retries (huggingface_hub retries 5 times with back-off)."""
+    if name != EMBEDDED and difflib.get_close_matches(name, [EMBEDDED], cutoff=0.75):
+        raise ModelError(f"model '{name}' is not a local folder. Did you mean 'embedded' (the packaged "
+                         f"all-MiniLM-L6-v2)?")
+    from huggingface_hub import try_to_load_from_cache
+
+    if any(isinstance(try_to_load_from_cache(name, f), str) for f in ("config.json", "tokenizer_config.json")):
+        return
+    if not _hub_reachable():
+        raise ModelError(f"model '{name}' is not a local folder, not in the Hugging Face cache, and the hub cannot "
+                         f"be reached (offline?). Pass a local model folder or 'embedded', or download it once "
+                         f"online: hf download {name}.")
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_reachable() -> bool:
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # the proxy decides; let huggingface_hub try
+    try:
+        with socket.create_connection((urlparse(constants.ENDPOINT).hostname, 443), timeout=5):
+            return True
+    except OSError:
+        return False
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
@@ -46,8 +97,8 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise ModelError(f"could not load a tokenizer for '{name}': {e}. Offline? Hub models need internet "
-                         f"the first time; pass a local folder or 'embedded' otherwise.") from None
+        raise ModelError(f"could not load a tokenizer for '{name}': " + _why(e, "Offline? Hub models need internet "
+                         "the first time; pass a local folder or 'embedded' otherwise.")) from None
     # Right padding everywhere: BERT-style models pool the first token, and decoder models (OPT, GPT-2) pool the
     # last non-pad token, which transformers finds from pad_token_id for either side.
     tok.padding_side = "right"
@@ -66,9 +117,19 @@ def load_model(name: str, tokenizer, trust_remote_code: bool = False, dtype: tor
             ignore_mismatched_sizes=True, dtype=dtype or torch.float32,
         )
     except (OSError, ValueError) as e:
-        raise ModelError(f"could not load model '{name}': {e}. Offline? Pass a local folder or 'embedded'.") from None
+        raise ModelError(f"could not load model '{name}': " + _why(e, "Offline? Pass a local folder or "
+                         "'embedded'.")) from None
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def _why(e: Exception, fix: str) -> str:
+    """transformers' message in one paragraph, then the fix (our flag where it names its keyword argument)."""
+    text = " ".join(str(e).split()).rstrip(".")
+    if "trust_remote_code" in text:
+        fix = ("The model ships its own Python code, which sendit runs only with --trust-remote-code true; pass it "
+               "only for a model whose code you have read and trust.")
+    return f"{text}. {fix}"
 
 
 def model_from_config(config, tokenizer, seed: int = 0) -> nn.Module:

@@ -18,6 +18,8 @@ RESULTS = "{method}_results.csv"
 EPOCH_LOGS = "{method}_epoch_logs.csv"
 INFERENCE_SUMMARY = "{method}_inference_metrics_summary.csv"
 PREDICTIONS = "{method}_inference_predictions.csv"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 # The study's columns first, in the study's order; the rest extend them.
 COLUMNS = {
@@ -41,6 +43,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

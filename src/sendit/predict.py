@@ -21,6 +21,7 @@ from sendit.engine import Predictions, encode, predict
 from sendit.measure import size_mb
 from sendit.methods import get_method
 from sendit.models import ModelError, load_model, load_tokenizer
+from sendit.outputs import atomic_write_text
 
 MANIFEST = "sendit_model.json"
 
@@ -32,7 +33,8 @@ def save_model_folder(model: nn.Module, tokenizer, folder: Path, method: str, ba
     weights = get_method(method).save(model, folder)
     tokenizer.save_pretrained(folder)
     manifest = {"method": method, "base_model": base_model, **info}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    # Written last and atomically: a folder with a manifest is a complete one.
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
     return size_mb(weights)
 
 
@@ -51,7 +53,8 @@ class SenditModel:
         return encode(self.tokenizer, texts, None, int(self.manifest.get("max_length", 128)))
 
     def predict_proba(self, texts: list[str], batch_size: int = 256) -> Predictions:
-        return predict(self.model, self.encode(list(texts)), self.accelerator, batch_size)
+        texts = [texts] if isinstance(texts, str) else list(texts)  # predict("so happy") must not mean 8 texts
+        return predict(self.model, self.encode(texts), self.accelerator, batch_size)
 
     def predict(self, texts: list[str], batch_size: int = 256) -> list[dict]:
         """One dict per text: label (0 = negative, 1 = positive), label_name, prob_positive."""
@@ -80,10 +83,16 @@ def load(folder: str | Path, merge: bool = True, precision: str = "auto", trust_
             if subs:
                 hint = f" It looks like a run folder: pass one of its model folders, e.g. {folder / subs[0]}."
         raise ModelError(f"'{folder}' is not a sendit model folder (no {MANIFEST}).{hint}")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        manifest["method"], manifest["base_model"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{manifest_path} is damaged ({type(e).__name__}: {e}); it must be the JSON written by "
+                         f"sendit run, with 'method' and 'base_model'. Re-train or re-export the model.") from None
     tokenizer = load_tokenizer(str(folder))
     method = get_method(manifest["method"])
-    model = method.load(folder, lambda: load_model(manifest["base_model"], tokenizer, trust_remote_code))
+    base = base_model_path(folder, manifest)
+    model = method.load(folder, lambda: load_model(base, tokenizer, trust_remote_code))
     model.config.pad_token_id = tokenizer.pad_token_id
     if merge:
         model = method.merge(model)
@@ -94,12 +103,21 @@ def load(folder: str | Path, merge: bool = True, precision: str = "auto", trust_
     return SenditModel(model, tokenizer, manifest, accelerator)
 
 
+def base_model_path(folder: str | Path, manifest: dict) -> str:
+    """The manifest's base model; "./base"-style paths are relative to the model folder, so it can be moved."""
+    base = str(manifest["base_model"])
+    return str(Path(folder) / base) if base.startswith(("./", "../")) else base
+
+
 def make_accelerator(precision: str = "auto", tracker: str | None = None, project_dir: str | None = None) -> Accelerator:
     from sendit.measure import bf16_supported
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     use_bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(device))
-    return Accelerator(mixed_precision="bf16" if use_bf16 else "no", log_with=tracker, project_dir=project_dir)
+    # cpu=True on GPU-less machines: without it accelerate treats torchrun/`accelerate launch --multi_gpu`
+    # processes as independent single-process runs (DistributedType.NO) instead of one gloo DDP job.
+    return Accelerator(mixed_precision="bf16" if use_bf16 else "no", log_with=tracker, project_dir=project_dir,
+                       cpu=device.type == "cpu")
 
 
 def probs_to_frame(texts: list[str], probs: np.ndarray):

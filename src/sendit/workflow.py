@@ -20,7 +20,7 @@ from sendit.engine import Encoded, LossFn, TrainingError, cross_entropy, encode,
 from sendit.measure import count_parameters, hardware
 from sendit.methods import get_method
 from sendit.metrics import classification_metrics
-from sendit.models import load_model, load_tokenizer
+from sendit.models import check_model, load_model, load_tokenizer
 from sendit.outputs import (
     EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS, append_rows, atomic_write_text, git_commit,
     read_manifest, update_manifest, versions,
@@ -30,11 +30,16 @@ from sendit.predict import load, make_accelerator, save_model_folder
 
 def prepare_run_dir(out: str | None, resume: bool = False, overwrite: bool = False) -> Path:
     run_dir = Path(out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out '{run_dir}' is a file; the run folder must be a folder. Pass another --out.")
     if resume:
         if not (run_dir / "run.json").exists():
             raise ConfigError(f"--resume {run_dir}: no run.json there, so there is nothing to resume.")
         return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
+        if not (run_dir / "run.json").exists():  # --overwrite deletes run folders only, never `--out .` or ~
+            raise ConfigError(f"'{run_dir}' already exists, is not empty and is not a sendit run folder (no "
+                              f"run.json), so it is left alone. Pass another --out.")
         if not overwrite:
             raise ConfigError(f"run folder '{run_dir}' already exists and is not empty. Pass --overwrite to replace "
                               f"it, --resume {run_dir} to continue it, or another --out.")
@@ -45,6 +50,14 @@ def prepare_run_dir(out: str | None, resume: bool = False, overwrite: bool = Fal
 
 def model_folder_name(method: str, seed: int, first_seed: int) -> str:
     return method if seed == first_seed else f"{method}-seed{seed}"
+
+
+def check_label(label: str) -> str:
+    """A method label names files and folders inside the run folder, so it must be one plain path component."""
+    if not label or label != Path(label).name or "\\" in label or label.startswith(".") or label in (".", ".."):
+        raise ConfigError(f"method label {label!r} cannot name a folder inside the run folder (no path separators, "
+                          f"no leading '.'); use letters, digits, '-', '_' and '.'.")
+    return label
 
 
 class Context:
@@ -59,6 +72,9 @@ class Context:
             self.accelerator.init_trackers("sendit", config=_flat_config(cfg))
         self.tokenizer = load_tokenizer(cfg.model.model, cfg.model.trust_remote_code)
         self.splits: Splits = load_splits(cfg.data)
+        if cfg.train.batch_size > len(self.splits.train):
+            raise ConfigError(f"--batch-size {cfg.train.batch_size} is larger than the {len(self.splits.train)} "
+                              f"training rows; lower --batch-size or raise --train-size.")
         m = cfg.data.max_length
         self.encoded: dict[str, Encoded] = {
             "train": encode(self.tokenizer, self.splits.train.texts, self.splits.train.labels, m),
@@ -78,8 +94,9 @@ class Context:
 def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False, report: bool = True,
         log: Callable[[str], None] = print) -> Path:
     """Train and test every method of `cfg` once per seed; write the run folder and its report."""
-    for name in cfg.method.methods:
-        get_method(name)  # fail on a typo before any work
+    for name in [*cfg.method.methods, *cfg.method.method_lr]:
+        get_method(name)  # fail on a typo (also in --method-lr) before any work
+    check_model(cfg.model.model)
     run_dir = prepare_run_dir(cfg.out, resume, overwrite)
     if resume:
         cfg = _resumed_config(run_dir, cfg)
@@ -114,6 +131,8 @@ def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False, report: b
     if ctx.main():
         update_manifest(run_dir, finished=datetime.now().isoformat(timespec="seconds"), wall_time_sec=wall)
         _print_dropped(ctx, log)
+        if (run_dir / ".checkpoints").is_dir() and not any((run_dir / ".checkpoints").iterdir()):
+            (run_dir / ".checkpoints").rmdir()
     ctx.accelerator.end_training()
     if report and ctx.main():
         from sendit.report import build_report
@@ -136,7 +155,7 @@ def train_method(
 ) -> dict:
     """One method, one seed: prepare -> fit -> save -> test, then the four CSV files. Returns the results row."""
     cfg, acc = ctx.cfg, ctx.accelerator
-    label = label or name
+    label = check_label(label or name)
     method = get_method(name)
     set_seed(seed)
     base = model_factory() if model_factory else load_model(cfg.model.model, ctx.tokenizer, cfg.model.trust_remote_code)
@@ -146,13 +165,23 @@ def train_method(
     ctx.log(f"{label} (seed {seed}): {params['trainable_params']:,} of {params['total_params']:,} parameters "
             f"train ({params['trainable_pct']:.3f}%), lr {lr:g}")
     checkpoint = ctx.run_dir / ".checkpoints" / f"{label}-seed{seed}"
-    result = fit(model, ctx.encoded["train"], ctx.encoded["val"], cfg.train, lr, acc, seed,
-                 loss_fn=loss_fn, checkpoint_dir=checkpoint, log=ctx.log, desc=label)
-    acc.wait_for_everyone()
     folder = ctx.run_dir / model_folder_name(label, seed, cfg.seed_list()[0])
-    model = acc.unwrap_model(model)
     info = {"max_length": cfg.data.max_length, "normalize": cfg.data.normalize, "seed": seed, "lr": lr,
             "method_config": vars(cfg.method), **(extra_results or {})}
+    try:
+        result = fit(model, ctx.encoded["train"], ctx.encoded["val"], cfg.train, lr, acc, seed,
+                     loss_fn=loss_fn, checkpoint_dir=checkpoint, log=ctx.log, desc=label)
+    except TrainingError as e:
+        if e.result is None or not ctx.main():
+            raise
+        # The model holds its best epoch's weights: keep them and the epochs that did run, then report.
+        save_model_folder(acc.unwrap_model(model), ctx.tokenizer, folder, name, base_model or cfg.model.model,
+                          {**info, "best_epoch": e.result.best_epoch, "failed": str(e)})
+        logs = [{**h, "method": label, "seed": seed} for h in e.result.history]
+        append_rows(ctx.run_dir, EPOCH_LOGS, label, logs, replace_seed=seed)
+        raise TrainingError(f"{e} Saved in {folder}.", e.result) from None
+    acc.wait_for_everyone()
+    model = acc.unwrap_model(model)
     saved_mb = save_model_folder(model, ctx.tokenizer, folder, name, base_model or cfg.model.model, info) if ctx.main() else 0.0
     inference_model = method.merge(model)
     inference_model.eval()
@@ -251,7 +280,8 @@ def _flat_config(cfg: RunConfig) -> dict:
 
 
 def _print_dropped(ctx: Context, log: Callable[[str], None]) -> None:
-    dropped = {k: dict(v) for k, v in ctx.splits.dropped.items() if v}
+    dropped = {k: {reason: n for reason, n in v.items() if n} for k, v in ctx.splits.dropped.items()}
+    dropped = {k: v for k, v in dropped.items() if v}
     if dropped:
         log("rows dropped (also in run.json): " + "; ".join(
             f"{src}: " + ", ".join(f"{n} {reason}" for reason, n in counts.items()) for src, counts in dropped.items()))

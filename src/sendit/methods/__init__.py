@@ -14,7 +14,7 @@ from sendit.config import ConfigError, MethodConfig
 
 class Method(Protocol):
     name: str
-    default_lr: float  # measured on all-MiniLM-L6-v2 + Sentiment140 (see README, "Learning rates")
+    default_lr: float  # for all-MiniLM-L6-v2 on Sentiment140 (see README, "Learning rates")
 
     def prepare(self, model: nn.Module, cfg: MethodConfig) -> nn.Module:
         """Freeze/wrap the base model so that exactly this method's parameters train."""

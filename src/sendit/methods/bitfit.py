@@ -10,7 +10,7 @@ def bias_names(model) -> set[str]:
 
 class BitFit:
     name = "bitfit"
-    default_lr = 2e-3
+    default_lr = 5e-3
 
     def prepare(self, model, cfg):
         return partial.train_only(model, bias_names(model) | set(head_parameter_names(model)))

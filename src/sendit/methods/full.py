@@ -9,7 +9,7 @@ from sendit.methods import register
 
 class Full:
     name = "full"
-    default_lr = 5e-5
+    default_lr = 1e-4
 
     def prepare(self, model, cfg):
         for p in model.parameters():

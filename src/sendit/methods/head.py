@@ -6,7 +6,7 @@ from sendit.models import head_parameter_names
 
 class Head:
     name = "head"
-    default_lr = 3e-3
+    default_lr = 2e-2
 
     def prepare(self, model, cfg):
         return partial.train_only(model, set(head_parameter_names(model)))

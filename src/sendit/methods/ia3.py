@@ -17,7 +17,7 @@ TARGETS = {
 
 class IA3:
     name = "ia3"
-    default_lr = 3e-3
+    default_lr = 5e-3
 
     def prepare(self, model, cfg):
         targets, feedforward = TARGETS.get(model_type(model), (None, None))

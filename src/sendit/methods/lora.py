@@ -20,7 +20,7 @@ TARGETS = {
 
 class Lora:
     name = "lora"
-    default_lr = 1e-3
+    default_lr = 2e-3
     use_dora = False
 
     def peft_config(self, model, cfg) -> LoraConfig:
@@ -49,7 +49,7 @@ class Lora:
 
 class Dora(Lora):
     name = "dora"
-    default_lr = 1e-3
+    default_lr = 2e-3
     use_dora = True
 
 

@@ -1,0 +1,211 @@
+"""`sendit export`: exported folders load with a plain transformers pipeline (no sendit import) and predict what
+the sendit model predicts; adapters are merged, BitFit/head tensors applied, full copied."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import save_tiny_opt, tiny_run_args
+
+import sendit
+from sendit.cli import main
+from sendit.config import ConfigError, DataConfig
+from sendit.data import normalize_tweet, read_source
+from sendit.export import NORMALIZE_SNIPPET, export
+from sendit.predict import load
+
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same for subprocesses
+RAW = [
+    "@alice I love this so much &amp; more http://t.co/x",
+    "worst.   day.   ever    www.example.com",
+    "&quot;meh&quot;",
+    "",
+    "ok",
+]
+
+# Runs in a fresh interpreter where `import sendit` fails: the folder must stand on its own.
+PIPELINE_SCRIPT = """
+import json, sys
+sys.modules["sendit"] = None
+from transformers import pipeline
+jobs = json.load(open(sys.argv[1]))
+out = {}
+for name, folder in jobs["folders"].items():
+    clf = pipeline("text-classification", model=folder, device="cpu")
+    for bs in (1, 8):
+        res = clf(jobs["texts"], top_k=None, batch_size=bs, truncation=True)
+        out[f"{name}/{bs}"] = [{d["label"]: d["score"] for d in r} for r in res]
+json.dump(out, open(sys.argv[2], "w"))
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and lose a lot to it on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_bert(folder: Path) -> Path:
+    from transformers import BertConfig
+
+    from sendit.models import load_tokenizer, model_from_config
+
+    tok = load_tokenizer("embedded")
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=160)
+    model_from_config(config, tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def export_and_pipeline(root: Path, opt_methods: list[str], bert: bool) -> dict:
+    """Tiny OPT runs of opt_methods (plus a tiny BERT LoRA), each exported (merged), and the plain pipeline's
+    probabilities for every folder, from one subprocess."""
+    opt = save_tiny_opt(root / "tiny-opt")
+    assert main(tiny_run_args(opt, root / "run-opt", ",".join(opt_methods))) == 0
+    sources = {m: root / "run-opt" / m for m in opt_methods}
+    if bert:
+        assert main(tiny_run_args(tiny_bert(root / "tiny-bert"), root / "run-bert", "lora")) == 0
+        sources["bert-lora"] = root / "run-bert" / "lora"
+    folders = {name: export(src, root / "exported" / name) for name, src in sources.items()}
+    jobs = root / "jobs.json"
+    jobs.write_text(json.dumps({"texts": [normalize_tweet(t) for t in sample_texts()],
+                                "folders": {k: str(v) for k, v in folders.items()} | {"base": str(opt)}}))
+    result = root / "pipeline.json"
+    subprocess.run([sys.executable, "-c", PIPELINE_SCRIPT, str(jobs), str(result)], check=True, timeout=600,
+                   env=ONE_THREAD)
+    return {"sources": sources, "folders": folders, "pipeline": json.loads(result.read_text())}
+
+
+@functools.cache
+def embedded_texts() -> list[str]:
+    return read_source("embedded", DataConfig(normalize=False)).texts
+
+
+def sample_texts() -> list[str]:
+    return RAW + embedded_texts()[:40]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return export_and_pipeline(tmp_path_factory.mktemp("export"), ["lora", "bitfit", "full"], bert=True)
+
+
+def pipeline_probs(exported, name: str, batch_size: int) -> np.ndarray:
+    return np.array([r["positive"] for r in exported["pipeline"][f"{name}/{batch_size}"]])
+
+
+def check_pipeline_matches(exported: dict, name: str) -> None:
+    folder = exported["folders"][name]
+    assert (folder / "model.safetensors").exists() and not list(folder.glob("*.bin"))
+    assert not (folder / "adapter_config.json").exists()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert config["label2id"] == {"negative": 0, "positive": 1}
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert config["pad_token_id"] is not None
+    assert tokenizer_config.get("padding_side", "right") == "right"
+
+    # sendit normalises raw tweets itself; the pipeline got the same tweets normalised by hand.
+    ours = load(exported["sources"][name], precision="fp32").predict_proba(sample_texts()).probs[:, 1]
+    for bs in (1, 8):  # batch 8 pads: a decoder model (OPT) needs the right pad_token_id to pool the last token
+        theirs = pipeline_probs(exported, name, bs)
+        np.testing.assert_allclose(theirs, ours, atol=1e-5)
+        clear = np.abs(ours - 0.5) > 1e-4
+        assert ((theirs >= 0.5) == (ours >= 0.5))[clear].all()
+    if name != "bert-lora":  # the export carries what training changed, not the base model
+        assert np.abs(pipeline_probs(exported, "base", 1) - ours).max() > 1e-4
+
+
+@pytest.mark.parametrize("name", ["lora", "bitfit", "full", "bert-lora"])
+def test_plain_pipeline_predicts_like_sendit(exported, name):
+    check_pipeline_matches(exported, name)
+
+
+@pytest.mark.slow
+def test_plain_pipeline_predicts_like_sendit_other_methods(tmp_path):
+    exported = export_and_pipeline(tmp_path, ["dora", "ia3", "head"], bert=False)
+    for name in ("dora", "ia3", "head"):
+        check_pipeline_matches(exported, name)
+
+
+def test_export_keeps_sendit_usable_and_documents_normalisation(exported):
+    folder = exported["folders"]["lora"]
+    manifest = json.loads((folder / "sendit_model.json").read_text())
+    assert manifest["method"] == "full" and manifest["trained_method"] == "lora" and manifest["merged"] is True
+    raw = RAW[:3]
+    a = load(folder, precision="fp32").predict_proba(raw).probs
+    b = load(exported["sources"]["lora"], precision="fp32").predict_proba(raw).probs
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert NORMALIZE_SNIPPET.strip() in (folder / "README.md").read_text()
+
+
+def test_python_api_reproduces_the_runs_predictions(exported):
+    """sendit.load(RUN_DIR/<method>).predict gives what the run itself wrote to its predictions CSV."""
+    import pandas as pd
+
+    src = exported["sources"]["lora"]
+    rows = pd.read_csv(src.parent / "lora_inference_predictions.csv", keep_default_na=False)
+    got = sendit.load(src).predict(rows["text"].tolist())
+    np.testing.assert_allclose([d["prob_positive"] for d in got], rows["prob_positive"], atol=1e-5)
+    assert [d["label"] for d in got] == rows["prediction"].tolist()
+
+
+def test_normalize_snippet_matches_sendit():
+    scope: dict = {}
+    exec(NORMALIZE_SNIPPET, scope)
+    texts = RAW + ["WWW.X.COM/a?b=1 @Bob_9: hi\t\nthere", "&lt;3 &#39;x&#39; HTTPS://a.b"]
+    texts += embedded_texts()[:2000]
+    assert [scope["normalize_tweet"](t) for t in texts] == [normalize_tweet(t) for t in texts]
+
+
+def test_no_merge_writes_a_peft_adapter_folder(exported, tmp_path):
+    from peft import AutoPeftModelForSequenceClassification
+
+    out = export(exported["sources"]["lora"], tmp_path / "adapter", merge=False)
+    assert (out / "adapter_model.safetensors").exists() and not (out / "model.safetensors").exists()
+    base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(base).is_absolute() and (Path(base) / "config.json").exists()
+    texts = [normalize_tweet(t) for t in RAW]
+    ours = load(exported["sources"]["lora"], precision="fp32")
+    enc = ours.tokenizer(texts, padding=True, return_tensors="pt")
+    model = AutoPeftModelForSequenceClassification.from_pretrained(out).eval()
+    import torch
+
+    with torch.no_grad():
+        theirs = torch.softmax(model(**enc).logits, -1)[:, 1].numpy()
+    np.testing.assert_allclose(theirs, ours.predict_proba(texts).probs[:, 1], atol=1e-5)
+    assert json.loads((out / "sendit_model.json").read_text())["merged"] is False
+    np.testing.assert_allclose(load(out).predict_proba(texts).probs, ours.predict_proba(texts).probs, atol=1e-6)
+
+
+def test_export_cli_overwrite_and_errors(exported, tmp_path, capsys):
+    src = exported["sources"]["bitfit"]
+    out = tmp_path / "bitfit-hf"
+    assert main(["export", str(src), "--out", str(out)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {f.stat().st_mode & 0o777 for f in out.iterdir()} == {0o666 & ~umask}  # not 0600 like a temp file
+    assert main(["export", str(src), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    (out / "stale.txt").write_text("from before")
+    assert main(["export", str(src), "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "stale.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+    run_dir = src.parent
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "x")]) == 2
+    assert "pass one of its model folders" in capsys.readouterr().err
+    with pytest.raises(ConfigError):
+        export(src, src, overwrite=True)
