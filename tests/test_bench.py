@@ -7,6 +7,7 @@ import json
 import math
 import statistics
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -121,3 +122,16 @@ def test_bad_settings_are_config_errors(kw, message):
 def test_cli_error_exit_code(capsys):
     assert main(["bench", "--peers", "fast"]) == 2
     assert "sendit bench: error: --peers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("batch_size, max_tokens", [(256, 2048), (4, 2048), (256, 50), (3, 10_000)])
+def test_token_batches_cover_every_row_within_limits(batch_size, max_tokens):
+    from sendit.engine import token_batches
+
+    lengths = np.random.default_rng(0).integers(1, 80, size=500)
+    batches = token_batches(lengths, batch_size, max_tokens)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for b in batches:
+        width = lengths[b].max()
+        assert lengths[b[0]] == width and len(b) <= batch_size  # longest first: the first row sets the width
+        assert len(b) * width <= max_tokens or len(b) == 1

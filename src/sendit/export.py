@@ -74,8 +74,10 @@ def export(model_dir: str | Path, out: str | Path, merge: bool = True, overwrite
         os.chmod(tmp, 0o777 & ~_umask())
         for f in tmp.iterdir():
             os.chmod(f, 0o666 & ~_umask())
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -84,8 +86,10 @@ def export(model_dir: str | Path, out: str | Path, merge: bool = True, overwrite
 
 
 def _is_adapter(src: Path) -> bool:
-    manifest = src / MANIFEST
-    return manifest.exists() and json.loads(manifest.read_text()).get("method") in ADAPTER_METHODS
+    try:
+        return json.loads((src / MANIFEST).read_text()).get("method") in ADAPTER_METHODS
+    except (OSError, ValueError, AttributeError):  # not a model folder: load() says so, with a hint
+        return False
 
 
 def _write_merged(sendit_model, src: Path, folder: Path) -> dict:

@@ -29,8 +29,8 @@ ADDED = ("prediction", "prob_positive")
 
 
 def _latin1_fallback(err: UnicodeDecodeError) -> tuple[str, int]:
-    # Valid UTF-8 decodes as UTF-8; a byte that is not (Sentiment140 is latin-1, spreadsheets write cp1252) is read
-    # as latin-1 instead of failing the whole file: every byte is a latin-1 character, so nothing is lost.
+    # Valid UTF-8 decodes as UTF-8; a byte that is not is read as latin-1, the encoding the Sentiment140 files (and
+    # sendit.data's readers) use, instead of failing the whole file: every byte is a latin-1 character.
     return err.object[err.start : err.end].decode("latin-1"), err.end
 
 
@@ -50,14 +50,14 @@ def predict_command(args: argparse.Namespace) -> int:
     if args.texts:
         probs = model.predict_proba(args.texts, args.batch_size).probs[:, 1]
         df = pd.DataFrame({"text": args.texts, "prediction": (probs >= 0.5).astype(int), "prob_positive": probs})
-        with _sink(args.output) as out:
+        with _Output(args.output) as out:
             df.to_csv(out, index=False, float_format="%.6f")
         return 0
     predict_csv(model, args.input, args.output, args.text_column, args.chunk_size, args.batch_size)
     return 0
 
 
-class _sink:
+class _Output:
     """stdout for None/'-', otherwise a temporary file in the target's folder renamed into place on success."""
 
     def __init__(self, output: str | None):
@@ -173,7 +173,7 @@ def predict_csv(model: SenditModel, input_path: str, output: str | None, text_co
     counts always match. Returns the number of rows."""
     n, t0 = 0, time.perf_counter()
     progress = tqdm(unit=" tweets", file=sys.stderr, desc="predict", disable=None, mininterval=1.0)
-    with (writer := _sink(output)) as sink:
+    with (writer := _Output(output)) as sink:
         for i, chunk in enumerate(read_chunks(input_path, text_column, chunk_size)):
             probs = model.predict_proba(chunk[text_column].tolist(), batch_size).probs[:, 1]
             chunk["prediction"] = (probs >= 0.5).astype(int)
