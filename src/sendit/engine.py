@@ -206,8 +206,14 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
     for n, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)  # biases and LayerNorm weights are not decayed
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, foreach=True)
+    groups = [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+              if g["params"]]
+    # Fused AdamW: one kernel over all parameters. On this 2-core CPU a step over 138M parameters (full
+    # fine-tuning of OPT-125m) took 0.4-0.8 s fused against 6 s with foreach; CUDA and CPU have it (torch >= 2.4).
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, ValueError):  # a device or torch without the fused kernel
+        return torch.optim.AdamW(groups, lr=lr, foreach=True)
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
