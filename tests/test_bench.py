@@ -135,3 +135,20 @@ def test_token_batches_cover_every_row_within_limits(batch_size, max_tokens):
         width = lengths[b].max()
         assert lengths[b[0]] == width and len(b) <= batch_size  # longest first: the first row sets the width
         assert len(b) * width <= max_tokens or len(b) == 1
+
+
+def test_accuracy_check_on_the_opt_shape_uses_the_benchmark_model(tiny_opt, tmp_path):
+    """`--accuracy-model opt-125m-shape` times whole epochs on the benchmark's own model (here a tiny stand-in for
+    it) instead of loading a checkpoint by that name."""
+    from sendit.bench import OPT_SHAPE, Bench, accuracy_check
+    from sendit.models import load_tokenizer
+
+    cfg = validate(BenchConfig(model=OPT_SHAPE, methods=["lora"], batch_size=8, device="cpu", accuracy_check=True,
+                               accuracy_model=OPT_SHAPE, accuracy_train=16, accuracy_val=16))
+    b = Bench(cfg, torch.device("cpu"), "no", tmp_path, str(tiny_opt), load_tokenizer(str(tiny_opt)), lambda s: None)
+    accuracy_check(b)
+    rows = {r["engine"]: r for r in b.records}
+    assert set(rows) == {"sendit", "trainer-tuned"}
+    for r in rows.values():
+        assert r["phase"] == "accuracy" and r["model"] == OPT_SHAPE and 0 <= r["val_accuracy"] <= 1
+        assert r["pass_tweets"] == [16] and r["seconds"][0] > 0

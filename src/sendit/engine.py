@@ -136,10 +136,11 @@ def token_batches(lengths: np.ndarray, batch_size: int, max_tokens: int) -> list
     return batches
 
 
-# Padded tokens per inference batch. On CPU the matrix products are already efficient at ~1k rows, so larger
-# batches only add padding (OPT-125m, 64 tweets, 1,128 real tokens: one 256-row batch computes 2,304 tokens at
-# 15.5 tweets/s, 1,024-token batches 1,656 at 19.6 tweets/s); a GPU wants large batches, the row limit decides.
-MAX_TOKENS = {"cpu": 1024}
+# Padded tokens per inference batch. On CPU a batch of a few hundred rows already runs the matrix products at full
+# speed, so larger batches only add padding. OPT-125m shape, quiet machine, medians of 3: 64 tweets ran at 29.8
+# tweets/s with 256-token batches, 24.8 with 512 and 20.5 with 1,024; on 512 tweets all three ran at 29-32 tweets/s
+# (within the noise). A GPU wants large batches; there the row limit decides.
+MAX_TOKENS = {"cpu": 256}
 
 
 @torch.inference_mode()
