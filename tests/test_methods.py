@@ -154,7 +154,7 @@ def test_compile_flag_compiles_the_training_model(tiny_opt, opt_tokenizer, monke
         return model, res
 
     monkeypatch.setattr(torch, "compile", recording_compile)
-    plain, plain_res = train(False)
+    plain, _ = train(False)
     assert calls == []
     compiled, compiled_res = train(True)
     assert calls == [{"dynamic": True}]
