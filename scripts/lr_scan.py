@@ -10,13 +10,14 @@ with (`sendit methods`) were chosen with this script; docs/learning-rates.md has
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from sendit.config import load_config, resolve_config_path
+from sendit.outputs import atomic_write_csv
 from sendit.workflow import Context, prepare_run_dir, train_method
 
 DEFAULT_GRID = {
@@ -57,10 +58,7 @@ def main() -> None:
                          "train_size": cfg.data.train_size, "epochs": cfg.train.epochs, "seed": seed})
             print(f"{name:7s} lr={lr:<8g} val_acc={r['val_accuracy']:.4f} val_f1={r['best_val_f1']:.4f} "
                   f"({rows[-1]['runtime_sec']:.0f} s)", flush=True)
-            with open(run_dir / "lr_scan.csv", "w", newline="") as f:  # rewritten after each pair: nothing lost
-                w = csv.DictWriter(f, COLUMNS)
-                w.writeheader()
-                w.writerows(rows)
+            atomic_write_csv(pd.DataFrame(rows, columns=COLUMNS), run_dir / "lr_scan.csv")  # after each pair
     for name in grid:
         best = max((r for r in rows if r["method"] == name), key=lambda r: r["best_val_f1"])
         print(f"best {name}: lr {best['lr']:g} (val F1 {best['best_val_f1']:.4f}, accuracy {best['val_accuracy']:.4f})")

@@ -48,3 +48,15 @@ def tiny_run_args(model: Path, out: Path, methods: str = "bitfit,lora", *extra: 
     return ["run", "--model", str(model), "--methods", methods, "--train-size", "96", "--val-size", "32",
             "--test-size", "32", "--epochs", "2", "--batch-size", "16", "--out", str(out), "--no-report",
             "--method-lr", "{bitfit: 0.01, lora: 0.01, full: 0.001, head: 0.01, dora: 0.01, ia3: 0.01}", *extra]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and lose a lot to it on a busy 2-core machine. Module-scoped,
+    so that the module's own module-scoped model fixtures are built with one thread too (use via pytestmark)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -45,16 +45,7 @@ for name, folder in jobs["folders"].items():
 json.dump(out, open(sys.argv[2], "w"))
 """
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and lose a lot to it on a busy 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_bert(folder: Path) -> Path:

@@ -25,17 +25,7 @@ from sendit.serve import predict_csv
 
 SENDIT = [sys.executable, "-m", "sendit.cli"]
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same for subprocesses
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and lose a lot to it on a busy 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
