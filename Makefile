@@ -4,8 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch==2.13.0 pins the CPU build (a looser pin can pull a multi-GB CUDA build); override on GPU machines.
 TORCH ?= torch==2.13.0
+# The tests whose code paths depend on precision (training, predict, export, distill, bench, resume, determinism).
+PRECISION_TESTS := tests/test_precision.py tests/test_methods.py tests/test_predict.py tests/test_export.py \
+	tests/test_distill.py tests/test_bench.py tests/test_resume.py tests/test_determinism.py tests/test_ddp.py \
+	tests/test_training_checks.py
 
-.PHONY: install install-dev run test test-all clean
+.PHONY: install install-dev run test test-other-precision test-all lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +27,18 @@ run: install
 test: install-dev
 	$(BIN)/python -m pytest -q
 
+# The precision tests again with `precision: auto` forced to the path this machine would NOT pick (bf16 on a CPU
+# without AMX, fp32 on a CPU with AMX or a GPU), through SENDIT_PRECISION.
+test-other-precision: install-dev
+	SENDIT_PRECISION=$$($(BIN)/python -c "from sendit.device import resolve_precision as r; \
+	print('fp32' if r('auto') == 'bf16' else 'bf16')") && echo "forcing SENDIT_PRECISION=$$SENDIT_PRECISION" && \
+	SENDIT_PRECISION=$$SENDIT_PRECISION $(BIN)/python -m pytest -q $(wildcard $(PRECISION_TESTS))
+
 test-all: install-dev
 	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+lint: install-dev
+	$(BIN)/ruff check src tests scripts
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

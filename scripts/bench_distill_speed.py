@@ -23,9 +23,11 @@ import torch
 from sendit.config import DataConfig
 from sendit.data import load_splits
 from sendit.distill import default_layers, student_from_teacher
-from sendit.engine import encode, predict
+from sendit.batching import encode
+from sendit.engine import predict
 from sendit.models import load_model, load_tokenizer, model_from_config, num_layers
-from sendit.predict import load, make_accelerator
+from sendit.device import Processes
+from sendit.model_folder import load
 
 OPT_TOKENIZER = Path(__file__).resolve().parents[1] / "tests" / "data" / "opt-tokenizer"
 
@@ -65,7 +67,7 @@ def main() -> None:
     models, tok = models_to_compare(args)
     manual = load_splits(DataConfig(train_size=10, val_size=10, test_size=10)).manual
     data = encode(tok, manual.texts, manual.labels, 128)
-    acc = make_accelerator("fp32")
+    acc = Processes()
     for m in models.values():
         m.eval()
         predict(m, data, acc, args.batch_size)  # warm-up

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from sendit.config import load_config, resolve_config_path
-from sendit.outputs import atomic_write_csv
+from sendit.run_folder import atomic_write_csv
 from sendit.workflow import Context, prepare_run_dir, train_method
 
 DEFAULT_GRID = {
@@ -46,7 +45,7 @@ def main() -> None:
                                                           test_size=a.test_size, epochs=a.epochs, seed=a.seed))
     seed = cfg.seed_list()[0]
     run_dir = prepare_run_dir(a.out, overwrite=True)  # a scratch folder: one model folder per pair
-    ctx = Context(cfg, run_dir, log=lambda s: None)
+    ctx = Context.build(cfg, run_dir, log=lambda s: None)
     rows = []
     for name, lrs in grid.items():
         for lr in lrs:

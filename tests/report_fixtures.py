@@ -35,10 +35,12 @@ def make_run(
     epochs: int = 3,
     distill: bool = False,
     seed: int = 0,
+    config: dict | None = None,
 ) -> Path:
     """A full run folder with every column of docs/run-folder.md."""
     rng = np.random.default_rng(seed)
-    test_sets = test_sets or {"manual": 120, "heldout": 80}
+    test_sets = test_sets or {"sentiment140-manual": 120, "held-out split": 80}
+    first = next(iter(test_sets))
     folder.mkdir(parents=True, exist_ok=True)
     truth = {ts: rng.integers(0, 2, size=n) for ts, n in test_sets.items()}
     all_methods = list(methods) + (["distill-2L-lora"] if distill else [])
@@ -48,14 +50,14 @@ def make_run(
         for s in seeds:
             for ts, label in truth.items():
                 correct = rng.random(len(label)) < TARGET_ACC[m]
-                if ts == "manual":
+                if ts == first:
                     correct[0] = False  # every method gets the <script> tweet wrong, so it is shown
                 pred = np.where(correct, label, 1 - label)
                 prob = np.where(
                     pred == 1, rng.uniform(0.5, 1, len(pred)), rng.uniform(0, 0.5, len(pred))
                 )
                 texts = [f"{ts} tweet {i} :)" for i in range(len(label))]
-                if ts == "manual":
+                if ts == first:
                     texts[0] = SCRIPT_TWEET
                 preds.append(
                     pd.DataFrame(
@@ -141,7 +143,7 @@ def make_run(
         pd.DataFrame(metrics).to_csv(folder / f"{m}_inference_metrics_summary.csv", index=False)
         pd.concat(preds).to_csv(folder / f"{m}_inference_predictions.csv", index=False)
     manifest = {
-        "config": {"model": "facebook/opt-125m", "note": '<img src=x onerror="alert(2)">'},
+        "config": config or {"model": "facebook/opt-125m", "note": '<img src=x onerror="alert(2)">'},
         "methods": all_methods,
         "seeds": list(seeds),
         "versions": {"python": "3.11", "torch": "2.4", "sendit": "0.1.0"},

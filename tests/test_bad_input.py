@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pytest
 import torch
-from conftest import save_tiny_opt
+from helpers import save_tiny_opt
 from safetensors.torch import load_file
 
 from sendit.cli import main
@@ -201,7 +201,11 @@ def test_run_folder_is_never_overwritten_silently(tmp_path, capsys, model):
     for flags in ([], ["--overwrite"]):  # not a run folder: left alone even with --overwrite
         msg = user_error(capsys, ["run", "--model", str(model), "--out", str(out), *flags])
         assert "is not a sendit run folder (no run.json), so it is left alone" in msg
-    (out / "run.json").write_text("{}")
+    (out / "run.json").write_text("{}")  # a run.json, but not sendit's: left alone even with --overwrite
+    for flags in ([], ["--overwrite"]):
+        msg = user_error(capsys, ["run", "--model", str(model), "--out", str(out), *flags])
+        assert "holds a run.json that sendit did not write" in msg and "left alone, even with --overwrite" in msg
+    (out / "run.json").write_text('{"config": {}, "status": {}}')  # a run folder from before the sendit mark
     msg = user_error(capsys, ["run", "--model", str(model), "--out", str(out)])
     assert "already exists and is not empty. Pass --overwrite" in msg and f"--resume {out}" in msg
     assert (out / "precious.csv").read_text() == "a\n1\n"
@@ -257,12 +261,13 @@ def test_nan_fails_one_method_the_others_go_on_and_skipped_rows_are_reported(tmp
                                                                               restore_threads):
     rows = tweets(30, 0, "rain") + tweets(30, 1, "sun") + "1,a,b\n0,  \nhappy,yay\n2,meh\n"
     out = tmp_path / "run"
+    # Labels 0/1 plus 2: --label-map says that 2 is neutral here (0/1/2 alone could be TweetEval's 1 = neutral).
     code = main(["run", "--model", str(model), "--data", str(_csv(tmp_path, rows)), "--bad-rows", "skip",
-                 "--methods", "bitfit,head", "--method-lr", "{bitfit: 1e30, head: 0.01}", "--train-size", "32",
+                 "--label-map", "{2: neutral}", "--methods", "bitfit,head", "--method-lr", "{bitfit: 1e30, head: 0.01}", "--train-size", "32",
                  "--val-size", "8", "--test-size", "8", "--test-file", "none", "--epochs", "1", "--batch-size", "16",
                  "--threads", "1", "--out", str(out), "--no-report"])
     captured = capsys.readouterr()
-    assert code == 2
+    assert code == 1  # a failed run, not bad input (2)
     assert "Traceback" not in captured.err
     last = captured.err.strip().splitlines()[-1]
     assert last.startswith("sendit run: error: 1 of 2 method runs failed (bitfit/seed0 failed: bitfit: the "
@@ -309,7 +314,7 @@ def test_nan_keeps_the_best_epoch_in_the_saved_model_folder(tmp_path, model, res
         return holder["model"]
 
     (tmp_path / "run").mkdir()
-    ctx = Context(cfg, tmp_path / "run", log=log)
+    ctx = Context.build(cfg, tmp_path / "run", log=log)
     with pytest.raises(TrainingError) as info:
         train_method(ctx, "bitfit", 0, model_factory=factory, loss_fn=nan_in_epoch_3)
     best = info.value.result.best_epoch

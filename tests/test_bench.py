@@ -11,96 +11,148 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import OPT_TOKENIZER
+from helpers import OPT_TOKENIZER
 
-from sendit.bench import SUMMARY_COLUMNS, BenchConfig, format_table, opt_tokenizer, summarize, validate
+from sendit.bench import SUMMARY_COLUMNS, BenchConfig, format_table, summarize, validate
+from sendit.bench_engines import opt_tokenizer
 from sendit.cli import main
 from sendit.config import ConfigError
 from sendit.models import ModelError
 
 
-@pytest.fixture(scope="module")
-def bench_out(tiny_opt, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "results"
-    args = ["bench", "--model", str(tiny_opt), "--methods", "bitfit,lora", "--batch-size", "8",
-            "--pool", "64", "--steps", "2", "--infer-tweets", "16", "--repeats", "2", "--device", "cpu",
-            "--out", str(out),
-            "--accuracy-check", "--accuracy-model", str(tiny_opt), "--accuracy-train", "16", "--accuracy-val", "16",
-            "--threads", "1"]  # one thread: on a busy 2-core machine two OpenMP threads stall each other
+EPOCH = 64  # tweets per equal-work epoch: 8 batches of 8
+
+
+def _bench(out, *extra) -> None:
+    args = ["bench", "--methods", "bitfit,lora", "--batch-size", "8", "--infer-tweets", "16", "--repeats", "2",
+            "--device", "cpu", "--out", str(out), "--threads", "1", *extra]  # one thread: a busy 2-core machine
     threads = torch.get_num_threads()
     try:
         assert main(args) == 0
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bench_out(tiny_opt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "results"
+    _bench(out, "--model", str(tiny_opt), "--epoch-tweets", str(EPOCH), "--accuracy-check", "--accuracy-model",
+           str(tiny_opt), "--accuracy-train", "16", "--accuracy-val", "16")
     return out
 
 
-def test_json_has_every_engine_and_repetition(bench_out):
+def test_default_protocol_is_equal_work_for_every_engine(bench_out):
+    """Whole epochs of the same tweets in the same batches: every engine's every pass saw the same 64 tweets and
+    the same non-padding tokens (the Trainer reads them in sendit's batch order)."""
     res = json.loads(bench_out.with_suffix(".json").read_text())
     assert res["device"] == "cpu" and res["settings"]["repeats"] == 2 and res["hardware"]["cores"]
+    assert res["settings"]["protocol"] == "epoch" and res["settings"]["pool"] == EPOCH
+    train = [m for m in res["measurements"] if m["phase"] == "train"]
+    assert {(m["method"], m["engine"]) for m in train} == {
+        (method, engine) for method in ("bitfit", "lora") for engine in ("sendit", "trainer-tuned", "trainer-naive")}
+    for method in ("bitfit", "lora"):
+        passes = {m["engine"]: m for m in train if m["method"] == method}
+        tokens = passes["sendit"]["pass_tokens"]
+        assert len(tokens) == 2 and tokens[0] > EPOCH  # 2 timed passes (the warm-up dropped), real tokens
+        for m in passes.values():
+            assert m["pass_tweets"] == [EPOCH, EPOCH] and m["pass_tokens"] == tokens, m["engine"]
+            assert m["rated_by"] == "tweets" and m["protocol"] == "epoch" and m["memory_delta_mb"] >= 0
+            assert m["tweets_per_sec"] == pytest.approx(statistics.median(EPOCH / t for t in m["seconds"]))
+
+
+def test_precision_is_sendits_own_and_recorded(bench_out):
+    """sendit and the tuned Trainer run in what `precision: auto` picks here (bf16 or fp32, whichever this host
+    or SENDIT_PRECISION gives); the naive recipe and the pipeline stay fp32."""
+    from sendit.device import resolve_precision
+
+    res = json.loads(bench_out.with_suffix(".json").read_text())
+    expected = resolve_precision("auto", torch.device("cpu"))
+    assert res["precision"] == expected
+    for m in res["measurements"]:
+        fp32_engine = m["engine"] in ("trainer-naive", "pipeline")
+        assert m["precision"] == ("fp32" if fp32_engine else expected), (m["engine"], m["phase"])
+
+
+def test_json_has_inference_and_accuracy(bench_out):
+    res = json.loads(bench_out.with_suffix(".json").read_text())
     got = {(m["method"], m["phase"], m["engine"]) for m in res["measurements"]}
     for method in ("bitfit", "lora"):
-        for engine in ("sendit", "trainer-tuned", "trainer-naive"):
-            assert (method, "train", engine) in got
         assert (method, "infer", "pipeline") in got
         assert (method, "accuracy", "sendit") in got and (method, "accuracy", "trainer-tuned") in got
     # merged and unmerged only where there is an adapter to merge
     assert {("lora", "infer merged", "sendit"), ("lora", "infer unmerged", "sendit"),
             ("bitfit", "infer", "sendit")} <= got
     assert ("bitfit", "infer merged", "sendit") not in got
-    mean_length = res["settings"]["pool_mean_tokens"]
-    assert res["settings"]["pool"] == 64 and 5 < mean_length < 60
     for m in res["measurements"]:
-        rates = [(n / t, k / t) for n, k, t in zip(m["pass_tweets"], m["pass_tokens"], m["seconds"])]
-        assert m["tokens_per_sec"] == pytest.approx(statistics.median(k for _, k in rates))
-        if m["rated_by"] == "tokens":  # grouped training engines: tweets/s at the pool's mean length
-            assert m["tweets_per_sec"] == pytest.approx(m["tokens_per_sec"] / mean_length)
-        else:
-            assert m["tweets_per_sec"] == pytest.approx(statistics.median(n for n, _ in rates))
-        assert all(k > n > 0 for n, k in zip(m["pass_tweets"], m["pass_tokens"]))
-        if m["phase"] != "accuracy":
-            assert len(m["seconds"]) == 2 and all(s > 0 for s in m["seconds"])  # warm-up pass dropped
-        else:
+        if m["phase"] == "accuracy":
             assert 0 <= m["val_accuracy"] <= 1 and m["val_tweets"] == 16 and m["pass_tweets"] == [16]
-        if m["phase"] == "train":  # 2 steps of 8 per pass; the naive recipe 1 step
-            assert m["pass_tweets"] == [8 if m["engine"] == "trainer-naive" else 16] * 2
-            assert m["rated_by"] == ("tweets" if m["engine"] == "trainer-naive" else "tokens")
-    train = [m for m in res["measurements"] if m["phase"] == "train"]
-    assert all(m["memory_delta_mb"] >= 0 and m["precision"] == "fp32" for m in train)
-    lora = next(m for m in train if m["method"] == "lora" and m["engine"] == "sendit")
+        elif m["phase"].startswith("infer"):
+            assert len(m["seconds"]) == 2 and all(s > 0 for s in m["seconds"])
+    lora = next(m for m in res["measurements"] if m["method"] == "lora" and m["engine"] == "sendit")
     assert 0 < lora["trainable_params"] < lora["total_params"]
 
 
-def test_csv_ratios_are_sendit_over_peer(bench_out):
+def test_csv_ratios_are_paired_medians_with_spread(bench_out):
+    res = json.loads(bench_out.with_suffix(".json").read_text())
     df = pd.read_csv(bench_out.with_suffix(".csv"))
     assert list(df.columns) == SUMMARY_COLUMNS
     assert set(df["phase"]) >= {"train", "infer", "infer merged", "infer unmerged"}
     train = df[df["phase"] == "train"].set_index("method")
-    for setting in ("tuned", "naive"):
-        expect = train["sendit_tokens_per_sec"] / train[f"trainer_{setting}_tokens_per_sec"]
-        assert (train[f"ratio_vs_trainer_{setting}"] - expect).abs().max() < 1e-9
+    for method in ("bitfit", "lora"):
+        passes = {m["engine"]: m for m in res["measurements"] if m["method"] == method and m["phase"] == "train"}
+        for setting in ("tuned", "naive"):
+            paired = [t / s for s, t in zip(passes["sendit"]["seconds"], passes[f"trainer-{setting}"]["seconds"])]
+            row = train.loc[method]
+            assert row[f"ratio_vs_trainer_{setting}"] == pytest.approx(statistics.median(paired))
+            assert row[f"ratio_vs_trainer_{setting}_min"] == pytest.approx(min(paired))
+            assert row[f"ratio_vs_trainer_{setting}_max"] == pytest.approx(max(paired))
     infer = df[df["phase"].str.startswith("infer")]
-    assert len(infer) == 3
-    assert ((infer["ratio_vs_pipeline"] - infer["sendit_tweets_per_sec"] / infer["pipeline_tweets_per_sec"]).abs()
-            < 1e-9).all()
+    assert len(infer) == 3 and infer["ratio_vs_pipeline"].notna().all()
     acc = df[df["phase"].str.startswith("accuracy")]
     assert len(acc) == 2 and acc[["sendit_val_accuracy", "trainer_tuned_val_accuracy"]].notna().all().all()
 
 
-def test_table_shows_ratio_columns():
-    records = [
-        {"method": "lora", "phase": "train", "engine": "sendit", "tweets_per_sec": 30.0, "tokens_per_sec": 600.0,
-         "memory_delta_mb": 90.0},
-        {"method": "lora", "phase": "train", "engine": "trainer-tuned", "tweets_per_sec": 20.0, "tokens_per_sec": 400.0,
-         "memory_delta_mb": 100.0},
-        {"method": "lora", "phase": "infer merged", "engine": "sendit", "tweets_per_sec": 90.0, "tokens_per_sec": 1.0},
-        {"method": "lora", "phase": "infer", "engine": "pipeline", "tweets_per_sec": 30.0},
-    ]
+def test_smoke_protocol_is_labelled(tiny_opt, tmp_path):
+    out = tmp_path / "smoke"
+    _bench(out, "--model", str(tiny_opt), "--methods", "lora", "--protocol", "smoke", "--pool", "64", "--steps", "2",
+           "--peers", "tuned")
+    res = json.loads(out.with_suffix(".json").read_text())
+    train = [m for m in res["measurements"] if m["phase"].startswith("train")]
+    assert {m["phase"] for m in train} == {"train (smoke)"} and {m["protocol"] for m in train} == {"smoke"}
+    assert all(m["pass_tweets"] == [16, 16] and m["rated_by"] == "tokens" for m in train)
+    assert any("SMOKE" in n for n in res["notes"])
+
+
+def test_bench_writes_a_run_folder_not_the_source_tree(tiny_opt, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _bench_args = ["--model", str(tiny_opt), "--methods", "bitfit", "--peers", "none", "--epoch-tweets", "16"]
+    args = ["bench", "--batch-size", "8", "--infer-tweets", "8", "--repeats", "1", "--device", "cpu", "--threads",
+            "1", *_bench_args]
+    threads = torch.get_num_threads()
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    written = list((tmp_path / "runs").glob("bench-*/results.json"))
+    assert len(written) == 1 and written[0].with_suffix(".csv").exists()
+
+
+def test_table_shows_ratio_columns_and_spread():
+    def rec(phase, engine, seconds, tweets=64):
+        return {"method": "lora", "phase": phase, "engine": engine, "tweets_per_sec": tweets / seconds[0],
+                "tokens_per_sec": 1.0, "memory_delta_mb": 90.0, "seconds": seconds, "pass_tweets": [tweets] * 2,
+                "pass_tokens": [tweets * 20] * 2, "rated_by": "tweets"}
+
+    records = [rec("train", "sendit", [2.0, 4.0]), rec("train", "trainer-tuned", [3.0, 4.0]),
+               rec("infer merged", "sendit", [1.0, 1.0]), rec("infer", "pipeline", [3.0, 3.0])]
     rows = summarize(records)
-    assert rows[0]["ratio_vs_trainer_tuned"] == pytest.approx(1.5) and rows[0]["ratio_vs_trainer_naive"] is None
+    # paired per pass: 3/2 = 1.5 and 4/4 = 1.0 -> median 1.25, spread [1.0, 1.5]
+    assert rows[0]["ratio_vs_trainer_tuned"] == pytest.approx(1.25) and rows[0]["ratio_vs_trainer_naive"] is None
+    assert (rows[0]["ratio_vs_trainer_tuned_min"], rows[0]["ratio_vs_trainer_tuned_max"]) == (1.0, 1.5)
     assert rows[1]["ratio_vs_pipeline"] == pytest.approx(3.0)
     table = format_table(rows)
-    assert "x tuned" in table and "1.50x" in table and "3.00x" in table and "x naive" not in table
+    assert "x tuned" in table and "1.25x" in table and "[1.00, 1.50]" in table and "3.00x" in table
+    assert "x naive" not in table
     assert not any(isinstance(v, float) and math.isnan(v) for r in rows for v in r.values())
 
 
@@ -126,7 +178,7 @@ def test_cli_error_exit_code(capsys):
 
 @pytest.mark.parametrize("batch_size, max_tokens", [(256, 2048), (4, 2048), (256, 50), (3, 10_000)])
 def test_token_batches_cover_every_row_within_limits(batch_size, max_tokens):
-    from sendit.engine import token_batches
+    from sendit.batching import token_batches
 
     lengths = np.random.default_rng(0).integers(1, 80, size=500)
     batches = token_batches(lengths, batch_size, max_tokens)
@@ -145,7 +197,9 @@ def test_accuracy_check_on_the_opt_shape_uses_the_benchmark_model(tiny_opt, tmp_
 
     cfg = validate(BenchConfig(model=OPT_SHAPE, methods=["lora"], batch_size=8, device="cpu", accuracy_check=True,
                                accuracy_model=OPT_SHAPE, accuracy_train=16, accuracy_val=16))
-    b = Bench(cfg, torch.device("cpu"), "no", tmp_path, str(tiny_opt), load_tokenizer(str(tiny_opt)), lambda s: None)
+    from sendit.device import resolve_precision
+
+    b = Bench(cfg, torch.device("cpu"), resolve_precision("auto"), tmp_path, str(tiny_opt), load_tokenizer(str(tiny_opt)), lambda s: None)
     accuracy_check(b)
     rows = {r["engine"]: r for r in b.records}
     assert set(rows) == {"sendit", "trainer-tuned"}

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_run_args
+from helpers import tiny_run_args
 
 from sendit.cli import build_parser, main
 from sendit.config import CONFIG_DIR, field_index, load_config
@@ -62,11 +62,20 @@ def test_run_records_parameters_sizes_and_manifest(run_dir):
     assert manifest["status"] == {"bitfit/seed0": "done", "lora/seed0": "done"}
     assert manifest["versions"]["torch"]
     summary = pd.read_csv(run_dir / "lora_inference_metrics_summary.csv")
-    assert summary.test_set.tolist() == ["manual", "heldout"]
+    assert summary.test_set.tolist() == ["sentiment140-manual", "held-out split"]
     assert summary.n.tolist() == [359, 32]
     preds = pd.read_csv(run_dir / "lora_inference_predictions.csv")
-    manual = preds[preds.test_set == "manual"]
+    manual = preds[preds.test_set == "sentiment140-manual"]
     assert np.isclose((manual.label == manual.prediction).mean(), summary.accuracy[0])
+
+
+def test_epoch_log_lr_is_the_rate_used_during_the_epoch(run_dir):
+    """Linear warm-up then decay to 0 at the last step: each epoch's mean rate is > 0 and falls epoch by epoch
+    (the rate after an epoch's last step would show 0.0 for the last epoch)."""
+    logs = pd.read_csv(run_dir / "lora_epoch_logs.csv")
+    lr = logs["lr"].tolist()
+    assert len(lr) == 2 and 0 < lr[1] < lr[0] < 0.01
+    assert lr[1] > 0.01 / 6  # 6 steps per epoch, 12 in all: the second epoch's mean is about a quarter of the peak
 
 
 def test_study_notebook_cells_run_unchanged(run_dir, monkeypatch):
@@ -131,13 +140,39 @@ def test_predict_cli_texts_and_csv(run_dir, tmp_path, capsys):
 
 
 def test_evaluate_cli_matches_the_run_on_the_same_file(run_dir, tmp_path):
-    test_file = Path(__import__("sendit.data", fromlist=["x"]).embedded_path("testdata.manual.2009.06.14.csv"))
+    test_file = Path(__import__("sendit.reading", fromlist=["x"]).embedded_path("testdata.manual.2009.06.14.csv"))
     assert main(["evaluate", str(run_dir / "lora"), "--data", str(test_file), "--out", str(tmp_path)]) == 0
     got = pd.read_csv(tmp_path / "lora_inference_metrics_summary.csv").iloc[0]
     ran = pd.read_csv(run_dir / "lora_inference_metrics_summary.csv").iloc[0]
     assert got.n == 359
     assert got.accuracy == pytest.approx(ran.accuracy)
     assert (tmp_path / "lora_inference_predictions.csv").exists()
+
+
+def test_evaluate_several_models_then_report_compares_them(run_dir, tmp_path, capsys):
+    """Two models scored on the same rows of a file with its own column names; the report pairs them."""
+    rows = pd.read_csv(run_dir / "lora_inference_predictions.csv").query("test_set == 'held-out split'")
+    data = tmp_path / "my_tweets.csv"
+    pd.DataFrame({"tweet_body": rows.text, "gold": rows.label.map({0: "negative", 1: "positive"})}).to_csv(data)
+    out = tmp_path / "myeval"
+    args = ["evaluate", str(run_dir / "bitfit"), str(run_dir / "lora"), "--data", str(data), "--out", str(out),
+            "--text-column", "tweet_body", "--label-column", "gold", "--precision", "fp32"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "bitfit on my_tweets (32 tweets): accuracy" in printed and "(95% CI " in printed
+    for method in ("bitfit", "lora"):
+        got = pd.read_csv(out / f"{method}_inference_metrics_summary.csv").iloc[0]
+        ran = pd.read_csv(run_dir / f"{method}_inference_metrics_summary.csv").set_index("test_set")
+        assert got.test_set == "my_tweets" and got.n == 32
+        assert got.accuracy == pytest.approx(ran.loc["held-out split", "accuracy"])
+    assert main(["report", str(out)]) == 0
+    pairs = pd.read_csv(out / "report" / "tables" / "comparisons.csv")
+    assert pairs[["a", "b", "test_set"]].values.tolist() == [["bitfit", "lora", "my_tweets"]]
+    assert "my_tweets" in (out / "report" / "report.md").read_text()
+    assert main(["evaluate", str(run_dir / "bitfit"), str(run_dir / "lora"), "--data", str(data)]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(args[:-6] + ["--text-column", "nope"]) == 2
+    assert "--text-column 'nope' is not a column" in capsys.readouterr().err
 
 
 def test_train_cli_one_method_and_refuses_to_overwrite(tiny_opt, tmp_path, capsys):
@@ -180,10 +215,15 @@ def test_every_config_field_is_a_documented_flag():
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_configs_load_and_validate(path):
     assert path.read_text().startswith("#"), "configs start with the command that runs them"
-    cfg = load_config(path)
-    assert cfg.method.methods
     raw = yaml.safe_load(path.read_text())
     assert raw, "empty config"
+    if "tune" in raw:  # a `sendit tune` preset: its run settings plus a tune: section
+        from sendit.tune_config import load_tune_config
+
+        cfg = load_tune_config(path, {}, {})[0]
+    else:
+        cfg = load_config(path)
+    assert cfg.method.methods
 
 
 def test_flags_override_the_config_file():

@@ -11,10 +11,8 @@ import pandas as pd
 import pytest
 
 from sendit.config import DataConfig
-from sendit.data import (
-    DataError, Table, dedupe, load_splits, normalize_tweet, read_hub, read_source, read_table, read_test_file,
-    stratified_split,
-)
+from sendit.data import DataError, Table, dedupe, load_splits, normalize_tweet, stratified_split
+from sendit.reading import read_hub, read_source, read_table, read_test_file
 
 
 def test_hand_labelled_test_file_drops_and_counts_neutral():

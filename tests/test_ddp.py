@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_run_args
+from helpers import tiny_run_args
 from safetensors.torch import load_file
 
 WEIGHTS = {"bitfit": "trained_params.safetensors", "lora": "adapter_model.safetensors"}
@@ -28,13 +28,17 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def runs(tiny_opt, tmp_path_factory):
-    """The same tiny run twice: in this process, and as two `accelerate launch` processes."""
+    """The same tiny run twice: in this process, and as two `accelerate launch` processes.
+
+    97 training rows in batches of 16: each epoch ends with a 1-row batch, so one of the two processes gets no
+    row of it and must still join the gradient all-reduce, and the other's loss must count for the whole batch."""
     from sendit.cli import main
 
     tmp = tmp_path_factory.mktemp("ddp")
     # LoRA dropout off: dropout masks are drawn per process, so they would differ between the two runs.
     # One thread per process: on a busy 2-core machine two OpenMP threads stall each other.
-    args = tiny_run_args(tiny_opt, tmp / "single", "bitfit,lora", "--lora-dropout", "0", "--threads", "1")
+    flags = ("--lora-dropout", "0", "--threads", "1", "--train-size", "97")
+    args = tiny_run_args(tiny_opt, tmp / "single", "bitfit,lora", *flags)
     threads = torch.get_num_threads()
     try:
         assert main(args) == 0
@@ -46,7 +50,7 @@ def runs(tiny_opt, tmp_path_factory):
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            "-m", "sendit.cli",
-           *tiny_run_args(tiny_opt, tmp / "ddp", "bitfit,lora", "--lora-dropout", "0", "--threads", "1")]
+           *tiny_run_args(tiny_opt, tmp / "ddp", "bitfit,lora", *flags)]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -57,6 +61,7 @@ def test_two_processes_really_ran(runs):
     single, ddp, log = runs
     assert json.loads((ddp / "run.json").read_text())["hardware"]["processes"] == 2
     assert json.loads((single / "run.json").read_text())["hardware"]["processes"] == 1
+    assert json.loads((ddp / "run.json").read_text())["data"]["split_sizes"]["train"] == 97  # a 1-row last batch
     assert json.loads((ddp / "run.json").read_text())["status"] == {"bitfit/seed0": "done", "lora/seed0": "done"}
     assert "resuming" not in log  # each process trains from epoch 1; none picks up another's checkpoint
 
@@ -77,3 +82,22 @@ def test_ddp_matches_single_process(runs, method):
     preds = pd.read_csv(ddp / f"{method}_inference_predictions.csv")
     assert (preds.groupby("test_set")["row_id"].apply(lambda r: list(r) == list(range(len(r))))).all()
     assert not (ddp / ".checkpoints").exists()
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_train_shard_weights_give_the_batch_mean_loss_however_rows_split(rows):
+    """DDP averages the processes' gradients: with each process's mean loss weighted by train_shard, that average
+    is the gradient of the batch's mean loss, also for a short batch that leaves a process without rows (it then
+    runs one borrowed row at weight 0, so that it still joins the all-reduce)."""
+    from types import SimpleNamespace
+
+    from sendit.batching import train_shard
+
+    batch = list(range(100, 100 + rows))
+    losses = np.random.default_rng(rows).random(200)
+    world = 2
+    parts = [train_shard(batch, SimpleNamespace(process_index=r, num_processes=world)) for r in range(world)]
+    assert all(mine and set(mine) <= set(batch) for mine, _ in parts)
+    assert sorted(i for mine, w in parts if w for i in mine) == batch  # each row counted once
+    ddp_mean = sum(w * losses[mine].mean() for mine, w in parts) / world
+    assert ddp_mean == pytest.approx(losses[batch].mean(), rel=1e-12)

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import save_tiny_opt
+from helpers import save_tiny_opt
 
 from sendit.cli import main
-from sendit.engine import length_grouped_batches
-from sendit.outputs import EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS
+from sendit.batching import length_grouped_batches
+from sendit.run_folder import EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS
 
 TIMING = ["runtime_sec", "memory_delta_mb", "peak_memory_mb", "train_tweets_per_sec", "train_tokens_per_sec",
           "inference_time_sec", "tweets_per_sec", "epoch_time_sec"]

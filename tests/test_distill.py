@@ -13,15 +13,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import OPT_TOKENIZER, save_tiny_opt, tiny_opt_config, tiny_run_args
+from helpers import OPT_TOKENIZER, save_tiny_opt, tiny_opt_config, tiny_run_args
 from safetensors.torch import load_file, save_file
 
 from sendit import distill as D
+from sendit import students as S
 from sendit.cli import main
-from sendit.config import CONFIG_DIR, ConfigError, DistillConfig, distill_config, load_config
-from sendit.engine import encode, predict
+from sendit.config import (
+    CONFIG_DIR, EMBEDDED_TEST_NAME, HELDOUT_NAME, ConfigError, DistillConfig, distill_config, load_config,
+)
+from sendit.device import Processes
+from sendit.batching import encode
+from sendit.engine import predict
 from sendit.models import load_tokenizer, model_from_config
-from sendit.predict import load, make_accelerator, save_model_folder
+from sendit.model_folder import load, save_model_folder
 
 TEXTS = ["so happy today!", "worst day ever", "i love this song", "my phone broke again", "meh", "great game tonight",
          "can't sleep. again.", "thanks @user for the help"]
@@ -43,7 +48,7 @@ def test_kd_loss_equals_the_papers_equation(kd_ratio, T):
     g = torch.Generator().manual_seed(0)
     s, t = torch.randn(8, 2, generator=g) * 3, torch.randn(8, 2, generator=g) * 3
     y = torch.randint(0, 2, (8,), generator=g)
-    loss, terms = D.kd_loss(s, t, y, kd_ratio, T)
+    loss, terms = S.kd_loss(s, t, y, kd_ratio, T)
 
     def log_softmax(z):
         z = z - z.max(1, keepdims=True)
@@ -61,21 +66,21 @@ def test_kd_loss_equals_the_papers_equation(kd_ratio, T):
 def test_kd_loss_is_cross_entropy_at_ratio_zero_and_zero_when_student_equals_teacher():
     g = torch.Generator().manual_seed(1)
     s, t, y = torch.randn(16, 2, generator=g), torch.randn(16, 2, generator=g), torch.randint(0, 2, (16,), generator=g)
-    loss, _ = D.kd_loss(s, t, y, 0.0, 2.0)
+    loss, _ = S.kd_loss(s, t, y, 0.0, 2.0)
     assert torch.equal(loss, F.cross_entropy(s, y))
-    loss, terms = D.kd_loss(s, s.clone(), y, 1.0, 3.0)
+    loss, terms = S.kd_loss(s, s.clone(), y, 1.0, 3.0)
     assert loss.item() == pytest.approx(0.0, abs=1e-6) and terms["kd"].item() == pytest.approx(0.0, abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------ students
 def test_default_layers_take_every_other_layer_distilbert_style():
-    assert D.default_layers(6, 3) == [0, 2, 4]
-    assert D.default_layers(12, 6) == [0, 2, 4, 6, 8, 10]
-    assert D.default_layers(12, 3) == [0, 4, 8]
-    assert D.default_layers(4, 4) == [0, 1, 2, 3]
+    assert S.default_layers(6, 3) == [0, 2, 4]
+    assert S.default_layers(12, 6) == [0, 2, 4, 6, 8, 10]
+    assert S.default_layers(12, 3) == [0, 4, 8]
+    assert S.default_layers(4, 4) == [0, 1, 2, 3]
     for bad in (0, 7):
         with pytest.raises(ConfigError, match="cannot be taken"):
-            D.default_layers(6, bad)
+            S.default_layers(6, bad)
 
 
 def _tiny_bert(layers: int):
@@ -99,9 +104,9 @@ def _tiny_opt(layers: int):
 ])
 def test_student_copies_exactly_the_intended_layers(arch, depth, layers, stack):
     teacher, tok = (_tiny_bert if arch == "bert" else _tiny_opt)(depth)
-    layers = layers or D.default_layers(depth, depth // 2)
-    student = D.student_from_teacher(teacher, layers)
-    assert D.layer_stack(teacher) == stack
+    layers = layers or S.default_layers(depth, depth // 2)
+    student = S.student_from_teacher(teacher, layers)
+    assert S.layer_stack(teacher) == stack
     assert student.config.num_hidden_layers == len(layers) == len(student.get_submodule(stack))
     assert teacher.config.num_hidden_layers == depth  # the teacher is untouched
     t_params = dict(teacher.named_parameters())
@@ -125,7 +130,7 @@ def test_student_from_teacher_rejects_bad_layer_lists():
     teacher, _ = _tiny_opt(2)
     for bad in ([2], [0, 0], []):
         with pytest.raises(ConfigError, match="layer indices"):
-            D.student_from_teacher(teacher, bad)
+            S.student_from_teacher(teacher, bad)
 
 
 def test_plan_stages_chain_and_errors():
@@ -155,9 +160,9 @@ def _teacher_folder(folder: Path) -> Path:
 def test_teacher_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
     teacher_dir = _teacher_folder(tmp_path / "teacher")
     tok = load_tokenizer(str(teacher_dir))
-    acc = make_accelerator("fp32")
+    acc = Processes()
     calls = {"forward": 0, "load": 0}
-    real = D.logits_over
+    real = S.predict
 
     def counting(*a, **k):
         calls["forward"] += 1
@@ -169,13 +174,14 @@ def test_teacher_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
             return load(folder, precision="fp32")
         return loader
 
-    monkeypatch.setattr(D, "logits_over", counting)
+    monkeypatch.setattr(S, "predict", counting)
     labels = np.arange(len(TEXTS)) % 2
     train = encode(tok, TEXTS, labels, 32)
     cache = tmp_path / "run" / ".cache"
 
     def logits(folder, data, max_length=32):
-        return D.cached_teacher_logits(teacher_of(folder), folder, data, max_length, cache, acc, 4, log=lambda s: None)
+        return S.cached_teacher_logits(teacher_of(folder), folder, data, max_length, cache, acc, 4, log=lambda s: None,
+                                       precision="fp32")
 
     first, path = logits(teacher_dir, train)
     assert calls == {"forward": 1, "load": 1} and path.exists() and path.parent == cache
@@ -244,7 +250,7 @@ def test_chain_writes_every_file_of_every_stage(chain_run):
         assert logs["train_loss"].iloc[0] == pytest.approx(
             0.3 * logs["train_ce"].iloc[0] + 0.7 * 9 * logs["train_kd"].iloc[0], rel=1e-4)
         metrics = pd.read_csv(run / f"{label}_inference_metrics_summary.csv")
-        assert metrics["test_set"].tolist() == teacher_metrics["test_set"].tolist() == ["manual", "heldout"]
+        assert metrics["test_set"].tolist() == teacher_metrics["test_set"].tolist() == [EMBEDDED_TEST_NAME, HELDOUT_NAME]
         assert metrics["n"].tolist() == teacher_metrics["n"].tolist()
         assert (metrics["tweets_per_sec"] > 0).all() and (metrics["params"] > 0).all()
         preds = pd.read_csv(run / f"{label}_inference_predictions.csv", keep_default_na=False)
@@ -280,7 +286,7 @@ def test_distilled_folder_reloads_to_the_same_predictions_after_a_move(chain_run
     moved = tmp_path / "moved"
     shutil.copytree(chain_run / "distill-1L-lora", moved)
     preds = pd.read_csv(chain_run / "distill-1L-lora_inference_predictions.csv", keep_default_na=False)
-    manual = preds[preds["test_set"] == "manual"].sort_values("row_id")
+    manual = preds[preds["test_set"] == EMBEDDED_TEST_NAME].sort_values("row_id")
     probs = load(moved, precision="fp32").predict_proba(manual["text"].tolist()).probs[:, 1]
     np.testing.assert_allclose(probs, manual["prob_positive"].to_numpy(), atol=1e-5)
 
@@ -301,6 +307,9 @@ def test_distill_into_another_folder_from_a_student_model(chain_run, tmp_path):
     assert yaml.safe_load((out / "config.yaml").read_text())["distill"]["student_model"] == str(student)
     assert manifest["methods"] == ["full", label] and manifest["status"][f"{label}/seed0"] == "done"
     assert manifest["data"]["split_sizes"]["train"] == 96
+    # The same opening fields as a `sendit run` folder (run_folder.start_manifest), hardware included.
+    assert {"config", "seeds", "versions", "git_commit", "started"} <= manifest.keys()
+    assert {"processes", "precision"} <= manifest["hardware"].keys()
     assert json.loads((out / label / "sendit_model.json").read_text())["base_model"] == str(student)
 
 
@@ -352,7 +361,7 @@ def test_embedded_student_with_half_the_layers_keeps_most_of_its_teachers_accura
     assert main(["distill", "--teacher", str(run / "full"), "--no-report"]) == 0
     m = {name: pd.read_csv(run / f"{name}_inference_metrics_summary.csv").set_index("test_set")
          for name in ("full", "distill-3L-full")}
-    teacher, student = m["full"].loc["manual"], m["distill-3L-full"].loc["manual"]
+    teacher, student = m["full"].loc[EMBEDDED_TEST_NAME], m["distill-3L-full"].loc[EMBEDDED_TEST_NAME]
     assert teacher["accuracy"] > 0.7, "the teacher must have learned the task for the comparison to mean anything"
     assert student["accuracy"] >= 0.9 * teacher["accuracy"]
     assert student["params"] < 0.8 * teacher["params"]

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import save_tiny_opt, tiny_run_args
+from helpers import save_tiny_opt, tiny_run_args
 
 import sendit
 from sendit.cli import main
 from sendit.config import ConfigError, DataConfig
-from sendit.data import normalize_tweet, read_source
-from sendit.export import NORMALIZE_SNIPPET, export
-from sendit.predict import load
+from sendit.data import normalize_tweet
+from sendit.reading import read_source
+from sendit.export import add_tweet_normalizer, export, normalize_snippet
+from sendit.model_folder import load
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same for subprocesses
 RAW = [
@@ -28,6 +29,8 @@ RAW = [
     "&quot;meh&quot;",
     "",
     "ok",
+    "@Bob_9: &lt;3 &lt;3 HTTPS://Example.com/a?b=1 &amp;lt;not twice&amp;gt; \t\n so  good @carol",
+    "  &quot;@dave&quot; said &#39;no&#39; www.x.co/y   ",
 ]
 
 # Runs in a fresh interpreter where `import sendit` fails: the folder must stand on its own.
@@ -72,7 +75,7 @@ def export_and_pipeline(root: Path, opt_methods: list[str], bert: bool) -> dict:
         sources["bert-lora"] = root / "run-bert" / "lora"
     folders = {name: export(src, root / "exported" / name) for name, src in sources.items()}
     jobs = root / "jobs.json"
-    jobs.write_text(json.dumps({"texts": [normalize_tweet(t) for t in sample_texts()],
+    jobs.write_text(json.dumps({"texts": sample_texts(),  # raw: the exported tokenizer normalises them
                                 "folders": {k: str(v) for k, v in folders.items()} | {"base": str(opt)}}))
     result = root / "pipeline.json"
     subprocess.run([sys.executable, "-c", PIPELINE_SCRIPT, str(jobs), str(result)], check=True, timeout=600,
@@ -109,7 +112,7 @@ def check_pipeline_matches(exported: dict, name: str) -> None:
     assert config["pad_token_id"] is not None
     assert tokenizer_config.get("padding_side", "right") == "right"
 
-    # sendit normalises raw tweets itself; the pipeline got the same tweets normalised by hand.
+    # Both got raw tweets: sendit normalises them in Python, the exported folder in its tokenizer.
     ours = load(exported["sources"][name], precision="fp32").predict_proba(sample_texts()).probs[:, 1]
     for bs in (1, 8):  # batch 8 pads: a decoder model (OPT) needs the right pad_token_id to pool the last token
         theirs = pipeline_probs(exported, name, bs)
@@ -132,15 +135,16 @@ def test_plain_pipeline_predicts_like_sendit_other_methods(tmp_path):
         check_pipeline_matches(exported, name)
 
 
-def test_export_keeps_sendit_usable_and_documents_normalisation(exported):
+def test_export_keeps_sendit_usable_and_normalises_in_the_tokenizer(exported):
     folder = exported["folders"]["lora"]
     manifest = json.loads((folder / "sendit_model.json").read_text())
     assert manifest["method"] == "full" and manifest["trained_method"] == "lora" and manifest["merged"] is True
-    raw = RAW[:3]
-    a = load(folder, precision="fp32").predict_proba(raw).probs
-    b = load(exported["sources"]["lora"], precision="fp32").predict_proba(raw).probs
+    assert manifest["normalize_in_tokenizer"] is True and manifest["normalize"] is False  # not twice
+    a = load(folder, precision="fp32").predict_proba(RAW).probs
+    b = load(exported["sources"]["lora"], precision="fp32").predict_proba(RAW).probs
     np.testing.assert_allclose(a, b, atol=1e-5)
-    assert NORMALIZE_SNIPPET.strip() in (folder / "README.md").read_text()
+    readme = (folder / "README.md").read_text()
+    assert "Pass raw tweets" in readme and "def normalize_tweet" not in readme
 
 
 def test_python_api_reproduces_the_runs_predictions(exported):
@@ -154,12 +158,34 @@ def test_python_api_reproduces_the_runs_predictions(exported):
     assert [d["label"] for d in got] == rows["prediction"].tolist()
 
 
+def edge_texts() -> list[str]:
+    """Real tweets, plus random strings of the characters where Python's and Oniguruma's regexes could differ."""
+    import random
+
+    rng = random.Random(0)
+    pieces = list(" \t\n\x1c\x1f\x85\xa0\u3000&;#39:/.@_aZ9wWhHtTpPsSé日ſ\u0301") + [
+        "&quot;", "&amp;", "&lt;", "&gt;", "&apos;", "http://", "WWW.", "@bob", "&amp;quot;", "https://t.co/x"]
+    noise = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 25))) for _ in range(3000)]
+    return RAW + embedded_texts()[:2000] + noise
+
+
 def test_normalize_snippet_matches_sendit():
     scope: dict = {}
-    exec(NORMALIZE_SNIPPET, scope)
-    texts = RAW + ["WWW.X.COM/a?b=1 @Bob_9: hi\t\nthere", "&lt;3 &#39;x&#39; HTTPS://a.b"]
-    texts += embedded_texts()[:2000]
+    exec(normalize_snippet(), scope)
+    texts = edge_texts()
     assert [scope["normalize_tweet"](t) for t in texts] == [normalize_tweet(t) for t in texts]
+
+
+def test_tokenizer_normalizer_is_normalize_tweet(opt_tokenizer):
+    """The rules built into an exported tokenizer turn raw text into exactly what sendit trains on."""
+    import copy
+
+    tok = copy.deepcopy(opt_tokenizer)
+    assert add_tweet_normalizer(tok)
+    normalizer = tok.backend_tokenizer.normalizer
+    texts = edge_texts()
+    assert [normalizer.normalize_str(t) for t in texts] == [normalize_tweet(t) for t in texts]
+    assert tok(texts)["input_ids"] == opt_tokenizer([normalize_tweet(t) for t in texts])["input_ids"]
 
 
 def test_no_merge_writes_a_peft_adapter_folder(exported, tmp_path):
@@ -177,9 +203,9 @@ def test_no_merge_writes_a_peft_adapter_folder(exported, tmp_path):
 
     with torch.no_grad():
         theirs = torch.softmax(model(**enc).logits, -1)[:, 1].numpy()
-    np.testing.assert_allclose(theirs, ours.predict_proba(texts).probs[:, 1], atol=1e-5)
+    np.testing.assert_allclose(theirs, ours.predict_proba(RAW).probs[:, 1], atol=1e-5)
     assert json.loads((out / "sendit_model.json").read_text())["merged"] is False
-    np.testing.assert_allclose(load(out).predict_proba(texts).probs, ours.predict_proba(texts).probs, atol=1e-6)
+    np.testing.assert_allclose(load(out).predict_proba(RAW).probs, ours.predict_proba(RAW).probs, atol=1e-6)
 
 
 def test_export_cli_overwrite_and_errors(exported, tmp_path, capsys):

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from conftest import OPT_TOKENIZER, tiny_opt_config
+from helpers import OPT_TOKENIZER, tiny_opt_config
 
 from sendit.config import MethodConfig, TrainConfig
-from sendit.engine import encode, fit, predict
+from sendit.batching import encode
+from sendit.engine import fit, predict
 from sendit.methods import METHODS, get_method
 from sendit.methods.bitfit import bias_names
 from sendit.models import head_parameter_names, load_model, model_from_config
-from sendit.predict import load, make_accelerator, save_model_folder
+from sendit.device import Processes
+from sendit.model_folder import load, save_model_folder
 
 TEXTS = ["i love this so much", "worst day ever", "meh", "so happy today!!", "sad and tired", "great game",
          "awful traffic again", "nice weather"] * 8
 LABELS = np.array([1, 0, 0, 1, 0, 1, 0, 1] * 8)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(model, tok, method_name: str, epochs: int = 1):
@@ -24,7 +29,7 @@ def _train(model, tok, method_name: str, epochs: int = 1):
     model = method.prepare(model, MethodConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0))
     data = encode(tok, TEXTS, LABELS, 32)
     cfg = TrainConfig(epochs=epochs, batch_size=16, warmup_ratio=0.0, weight_decay=0.0, log_every=1000)
-    result = fit(model, data, data, cfg, lr=0.05, accelerator=make_accelerator("fp32"), seed=0, log=lambda s: None)
+    result = fit(model, data, data, cfg, lr=0.05, accelerator=Processes(), seed=0, log=lambda s: None)
     return model, result
 
 
@@ -78,7 +83,7 @@ def test_bitfit_on_opt_125m_shape_trains_exactly_its_biases_and_head(opt_tokeniz
 def test_saved_model_reloads_to_identical_predictions(tiny_opt, opt_tokenizer, tmp_path, method):
     model = load_model(str(tiny_opt), opt_tokenizer)
     trained, _ = _train(model, opt_tokenizer, method)
-    acc = make_accelerator("fp32")
+    acc = Processes()
     data = encode(opt_tokenizer, TEXTS, LABELS, 32)
     expected = predict(trained, data, acc).probs
     save_model_folder(trained, opt_tokenizer, tmp_path / method, method, str(tiny_opt),
@@ -92,13 +97,61 @@ def test_saved_model_reloads_to_identical_predictions(tiny_opt, opt_tokenizer, t
             np.testing.assert_array_equal(got, expected)
 
 
+def _headless_checkpoint(arch: str, folder: Path) -> Path:
+    """A tiny pretrained-style checkpoint without the classifier's parts, as on the hub: loading it as a classifier
+    leaves some parameters random (DistilBERT's pre_classifier; BERT's pooler, absent from a masked-LM
+    checkpoint; OPT's score)."""
+    from transformers import BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertModel, OPTForCausalLM
+
+    from sendit.models import load_tokenizer
+
+    torch.manual_seed(0)
+    tok = load_tokenizer(str(OPT_TOKENIZER) if arch == "opt" else "embedded")
+    model = {
+        "distilbert": lambda: DistilBertModel(DistilBertConfig(
+            vocab_size=tok.vocab_size, dim=16, n_layers=2, n_heads=2, hidden_dim=32, max_position_embeddings=64)),
+        "bert": lambda: BertForMaskedLM(BertConfig(
+            vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=32, max_position_embeddings=64)),
+        "opt": lambda: OPTForCausalLM(tiny_opt_config()),
+    }[arch]()
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("method", ["head", "bitfit"])
+@pytest.mark.parametrize("arch", ["distilbert", "bert", "opt"])
+def test_partial_methods_reload_exactly_when_the_checkpoint_lacks_head_parts(tmp_path, arch, method):
+    """head/BitFit train a subset; the parameters the checkpoint did not hold start random and frozen, so they
+    are saved too: two fresh loads (the random draws differ) predict exactly what the trained model did."""
+    from sendit.models import NEW_PARAMETERS, load_tokenizer
+
+    base = _headless_checkpoint(arch, tmp_path / "base")
+    tok = load_tokenizer(str(base))
+    model = load_model(str(base), tok)
+    frozen_new = {n for n, p in model.named_parameters() if n in getattr(model, NEW_PARAMETERS)
+                  and n not in head_parameter_names(model)}
+    assert bool(frozen_new) == (arch != "opt")  # the case under test: random parameters that do not train
+    trained, _ = _train(model, tok, method)
+    expected = predict(trained, encode(tok, TEXTS, LABELS, 32), Processes()).probs
+    save_model_folder(trained, tok, tmp_path / method, method, str(base), {"max_length": 32, "normalize": False})
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        again = load(tmp_path / method, merge=False, precision="fp32")
+        np.testing.assert_array_equal(again.predict_proba(TEXTS).probs, expected)
+    reloaded = get_method(method).load(tmp_path / method, lambda: load_model(str(base), tok))
+    assert ({n for n, p in reloaded.named_parameters() if p.requires_grad}
+            == {n for n, p in trained.named_parameters() if p.requires_grad})  # the saved random parts stay frozen
+
+
 def test_fit_keeps_the_best_epoch_and_logs_every_epoch(tiny_opt, opt_tokenizer):
     model = load_model(str(tiny_opt), opt_tokenizer)
     trained, result = _train(model, opt_tokenizer, "full", epochs=3)
     assert [h["epoch"] for h in result.history][:1] == [1]
     best = max(result.history, key=lambda h: h["val_f1"])
     assert result.best_epoch == best["epoch"] and result.best_val_f1 == best["val_f1"]
-    acc = make_accelerator("fp32")
+    acc = Processes()
     from sendit.engine import evaluate_loss
 
     again = evaluate_loss(trained, encode(opt_tokenizer, TEXTS, LABELS, 32), acc, 64)
@@ -121,7 +174,7 @@ def test_opt_pooling_is_padding_invariant(tiny_opt, opt_tokenizer):
 
 
 def test_length_grouped_batches_cover_every_row_once_and_depend_on_seed_and_epoch():
-    from sendit.engine import length_grouped_batches
+    from sendit.batching import length_grouped_batches
 
     lengths = np.random.default_rng(0).integers(1, 60, size=1000)
     b = length_grouped_batches(lengths, 32, seed=1, epoch=1)
@@ -134,9 +187,11 @@ def test_length_grouped_batches_cover_every_row_once_and_depend_on_seed_and_epoc
     assert padded < 0.75 * sum(len(x) * lengths[x].max() for x in shuffled)
 
 
-def test_compile_flag_compiles_the_training_model(tiny_opt, opt_tokenizer, monkeypatch):
-    """`--compile` hands the model to torch.compile (traced here with the eager backend: seconds, not minutes) and
-    the compiled model trains to the same weights as the plain one, since the optimizer holds the same tensors."""
+def test_compile_flag_smoke_with_the_eager_backend(tiny_opt, opt_tokenizer, monkeypatch):
+    """A smoke test: `--compile` hands the model to torch.compile (traced here by dynamo with the eager backend,
+    which generates no kernels: seconds, not minutes) and the compiled model trains to the same weights as the
+    plain one, since the optimizer holds the same tensors. The real compiler, inductor, runs in the slow test
+    test_training_checks.py::test_compile_flag_runs_the_inductor_compiler."""
     calls = []
     real_compile = torch.compile
 
@@ -150,7 +205,7 @@ def test_compile_flag_compiles_the_training_model(tiny_opt, opt_tokenizer, monke
                                            MethodConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0))
         data = encode(opt_tokenizer, TEXTS, LABELS, 32)
         cfg = TrainConfig(epochs=1, batch_size=16, warmup_ratio=0.0, weight_decay=0.0, compile=compile_)
-        res = fit(model, data, data, cfg, lr=0.05, accelerator=make_accelerator("fp32"), seed=0, log=lambda s: None)
+        res = fit(model, data, data, cfg, lr=0.05, accelerator=Processes(), seed=0, log=lambda s: None)
         return model, res
 
     monkeypatch.setattr(torch, "compile", recording_compile)

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import save_tiny_opt
+from helpers import save_tiny_opt
 
 import sendit
 from sendit.cli import main
 from sendit.config import DataConfig
-from sendit.data import DataError, embedded_path, read_source
-from sendit.serve import predict_csv
+from sendit.reading import embedded_path, read_source
+from sendit.rows import DataError
+from sendit.predict import predict_csv
 
 SENDIT = [sys.executable, "-m", "sendit.cli"]
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same for subprocesses
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def model_dir(tmp_path_factory) -> Path:
     """A sendit model folder (method 'full') around an untrained tiny OPT: no training needed to predict."""
     from sendit.models import load_tokenizer
-    from sendit.predict import save_model_folder
+    from sendit.model_folder import save_model_folder
 
     root = tmp_path_factory.mktemp("predict")
     base = save_tiny_opt(root / "tiny-opt", seed=3)
@@ -161,16 +162,16 @@ import json, sys
 import numpy as np
 import sendit
 from sendit.engine import Predictions
-from sendit.serve import predict_csv
+from sendit.predict import predict_csv
 
 def peak_rss() -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
 
 class Fake:
-    def predict_proba(self, texts, batch_size):
+    def predict_proba(self, texts, batch_size, progress=True):
         p = np.array([len(t) % 100 / 100 for t in texts], dtype=np.float32)
-        return Predictions(np.stack([1 - p, p], 1), 0.0, 0)
+        return Predictions(np.log(np.stack([1 - p, p], 1) + 1e-9), 0.0, 0)  # logits whose softmax is (1 - p, p)
 
 folder, small, big, out, chunk = sys.argv[1:]
 model = Fake() if folder == "fake" else sendit.load(folder)  # loaded once: a second load would count as growth

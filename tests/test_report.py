@@ -56,7 +56,7 @@ def seeds(tmp_path_factory) -> tuple[Path, Path]:
         tmp_path_factory.mktemp("seeds") / "run3",
         methods=("bitfit", "lora"),
         seeds=(0, 1, 2),
-        test_sets={"manual": 100},
+        test_sets={"sentiment140-manual": 100},
     )
     return run, build_report([run], **FAST)
 
@@ -136,7 +136,7 @@ def test_validation_and_test_tables_equal_csvs(full):
     cols = ["accuracy", "f1_macro", "f1_weighted", "inference_time_sec", "tweets_per_sec"]
     pd.testing.assert_frame_equal(table.loc[metrics.index, cols], metrics[cols], check_names=False)
     shown = md_table(out / "tables" / "test.md")
-    assert list(shown["Test set"][:2]) == ["manual", "heldout"]  # the run folder's order
+    assert list(shown["Test set"][:2]) == ["sentiment140-manual", "held-out split"]  # the run folder's order
     for _, row in shown.iterrows():
         name = {"BitFit": "bitfit", "LoRA": "lora", "Full FT": "full"}.get(
             row["Method"], row["Method"]
@@ -156,9 +156,48 @@ def test_latex_tables_are_booktabs_and_escaped(full):
     cells = body.replace(r"\%", "").replace(r"\_", "").replace(" & ", "")
     assert "%" not in cells and "_" not in cells and "&" not in cells
     assert latex_escape("a_b 5% R&D ± x") == r"a\_b 5\% R\&D $\pm$ x"
-    rows = [ln for ln in body.splitlines() if ln.endswith(r"\\")]
-    assert all(ln.count(" & ") == rows[0].count(" & ") for ln in rows)
+    for tabular in body.split(r"\begin{tabular}")[1:]:
+        rows = [ln for ln in tabular.splitlines() if ln.endswith(r"\\")]
+        assert all(ln.count(" & ") == rows[0].count(" & ") for ln in rows)
     assert fmt("pct", 0.08) == "0.08" and fmt("count", float("nan")) == "–"
+
+
+def test_latex_tables_fit_a_column(full):
+    """Wide tables are split into stacked tabulars that each fit a paper column, every one naming its rows; test
+    sets are row groups rather than a wide column."""
+    _, out = full
+    for key in FULL_TABLES:
+        tex = (out / "tables" / f"{key}.tex").read_text()
+        shown = md_table(out / "tables" / f"{key}.md")
+        seen = []
+        for part in tex.split(r"\begin{tabular}")[1:]:
+            header = [c.strip() for c in part.split(r"\toprule", 1)[1].split(r"\\", 1)[0].split(" & ")]
+            assert header[0] in rtables.KEY_HEADERS, (key, header)  # every part names its rows
+            columns = [c for c in shown.columns if latex_escape(c) in header]
+            width = sum(max([len(c)] + [len(v) for v in shown[c]]) + 2 for c in columns)
+            values = [c for c in columns if c not in rtables.KEY_HEADERS]
+            assert width <= rtables.LATEX_WIDTH or len(values) == 1, (key, columns, width)
+            seen += values
+        assert sorted(seen) == sorted(c for c in shown.columns if c not in rtables.KEY_HEADERS), key
+    test_tex = (out / "tables" / "test.tex").read_text()
+    assert r"\emph{held-out split}" in test_tex and "Test set" not in test_tex
+    assert len((out / "tables" / "validation.tex").read_text().split(r"\begin{tabular}")) > 2  # it was split
+
+
+def test_test_table_shows_what_each_method_trained_and_saved(full):
+    """Not the merged inference model's size, the same for every method: trainable parameters and saved size,
+    in KB below 0.1 MB."""
+    run, out = full
+    results = csvs(run, "_results.csv").set_index("file_method")
+    table = pd.read_csv(out / "tables" / "test.csv")
+    assert "params" not in table.columns and "model_size_mb" not in table.columns
+    for _, row in table.iterrows():
+        assert row["trainable_params"] == results.loc[row["name"], "trainable_params"]
+        assert row["saved_size_mb"] == pytest.approx(results.loc[row["name"], "saved_size_mb"])
+    shown = md_table(out / "tables" / "test.md")
+    assert "Trainable params" in shown.columns and "Saved size" in shown.columns
+    assert fmt("size", 86.6) == "86.6 MB" and fmt("size", 3 / 1024) == "3.0 KB" and fmt("size", 0.1) == "0.1 MB"
+    assert fmt("size", 0.05, 0.01) == "51.2 ± 10.2 KB"
 
 
 def test_mcnemar_matches_statsmodels_on_known_table():
@@ -178,9 +217,9 @@ def test_report_pairs_match_reference(full):
     mcnemar = pytest.importorskip("statsmodels.stats.contingency_tables").mcnemar
     run, out = full
     pairs = json.loads((out / "stats.json").read_text())["pairs"]
-    pair = next(p for p in pairs if (p["a"], p["b"], p["test_set"]) == ("bitfit", "lora", "manual"))
+    pair = next(p for p in pairs if (p["a"], p["b"], p["test_set"]) == ("bitfit", "lora", "sentiment140-manual"))
     preds = {
-        m: pd.read_csv(run / f"{m}_inference_predictions.csv").query("test_set == 'manual'")
+        m: pd.read_csv(run / f"{m}_inference_predictions.csv").query("test_set == 'sentiment140-manual'")
         for m in ("bitfit", "lora")
     }
     ca = (preds["bitfit"]["label"] == preds["bitfit"]["prediction"]).to_numpy()
@@ -291,7 +330,7 @@ def test_multi_seed_mean_std_and_across_seed_tests(seeds):
     }
     assert across["ttest_p"] == pytest.approx(sps.ttest_rel(acc["bitfit"], acc["lora"]).pvalue)
     assert across["diff_points"] == pytest.approx(100 * (acc["bitfit"].mean() - acc["lora"].mean()))
-    assert "paired t-test over 3 seeds" in across["verdict"]
+    assert "test rows × 3 seeds; paired t-test over seeds p" in across["verdict"]
     assert len(summary["pairs"]) == 3 and len(summary["metric_ci"]) == 6
     assert (out / "tables" / "comparisons_across_seeds.md").is_file()
     assert "Across seeds:" in (out / "index.html").read_text()
@@ -304,9 +343,9 @@ def test_distillation_retention(full):
         x: pd.read_csv(run / f"{x}_inference_metrics_summary.csv").set_index("test_set")
         for x in ("lora", "distill-2L-lora")
     }
-    row = table.set_index("test_set").loc["manual"]
+    row = table.set_index("test_set").loc["sentiment140-manual"]
     assert row["teacher"] == "lora"
-    s, t = m["distill-2L-lora"].loc["manual"], m["lora"].loc["manual"]
+    s, t = m["distill-2L-lora"].loc["sentiment140-manual"], m["lora"].loc["sentiment140-manual"]
     assert row["retention_pct"] == pytest.approx(100 * s["accuracy"] / t["accuracy"])
     assert row["speedup"] == pytest.approx(s["tweets_per_sec"] / t["tweets_per_sec"])
 
@@ -450,3 +489,17 @@ def test_html_renders_in_headless_chromium(full, tmp_path):
         assert shot.stat().st_size > 0
     finally:
         driver.quit()
+
+
+def test_old_run_folders_test_sets_are_named_after_what_they_are(tmp_path):
+    """Older runs wrote "manual" for any --test-file and "heldout" for the split; the report names them."""
+    custom = make_run(tmp_path / "custom", methods=("bitfit", "lora"), test_sets={"manual": 40, "heldout": 30},
+                      config={"data": {"test_file": "data/my_tweets.csv"}})
+    embedded = make_run(tmp_path / "embedded", methods=("head",), test_sets={"manual": 40, "heldout": 30},
+                        config={"data": {"test_file": "embedded"}})
+    data = load_runs([custom, embedded])
+    by_run = data.metrics.groupby("run")["test_set"].unique().map(list).to_dict()
+    assert by_run == {"custom": ["my_tweets", "held-out split"], "embedded": ["sentiment140-manual", "held-out split"]}
+    out = build_report([custom], **FAST)
+    assert "my_tweets" in (out / "report.md").read_text()
+    assert "manual" not in pd.read_csv(out / "tables" / "test.csv")["test_set"].tolist()

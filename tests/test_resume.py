@@ -28,16 +28,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import save_tiny_opt
+from helpers import save_tiny_opt
 from safetensors.torch import load_file
 
 from sendit.cli import main
-from sendit.outputs import EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS
+from sendit.run_folder import EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS
 
 ZYGOTE = r'''
 import json, os, signal, sys, time
 from torch.optim.optimizer import register_optimizer_step_pre_hook
-import sendit.cli, sendit.engine, sendit.workflow  # the slow imports, paid once before forking
+import sendit.checkpoint, sendit.cli, sendit.workflow  # the slow imports, paid once before forking
 
 
 def install(spec):
@@ -47,7 +47,7 @@ def install(spec):
         print(f"PAUSED-AT {spec}", flush=True)
         time.sleep(600)
 
-    engine, workflow = sendit.engine, sendit.workflow
+    checkpoint, workflow = sendit.checkpoint, sendit.workflow
     current, steps = [None], [0]
     train_method = workflow.train_method
 
@@ -69,7 +69,7 @@ def install(spec):
 
         register_optimizer_step_pre_hook(before_step)
     elif kind == "save_file":
-        calls, save_file = [0], engine.save_file
+        calls, save_file = [0], checkpoint.save_file
 
         def paused_save_file(*a, **kw):
             save_file(*a, **kw)
@@ -77,7 +77,7 @@ def install(spec):
             if calls[0] == int(arg):
                 pause()
 
-        engine.save_file = paused_save_file
+        checkpoint.save_file = paused_save_file
 
 
 for line in sys.stdin:

@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import save_tiny_opt
+from helpers import save_tiny_opt, tiny_training_state
 
 import sendit
 from sendit.cli import main
 from sendit.config import ConfigError
-from sendit.engine import FitResult, TrainingError, _load_checkpoint, _save_checkpoint, make_optimizer
+from sendit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from sendit.engine import FitResult
 from sendit.workflow import check_label, train_method
 
 SRC = Path(sendit.__file__).parent
@@ -42,38 +43,27 @@ def test_no_unsafe_loading_anywhere_in_the_package():
     assert all("weights_only=True" in call for _, call in calls), calls
 
 
-def _tiny_training_state():
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 2))
-    optimizer = make_optimizer(model, 1e-2, 0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
-    for _ in range(3):
-        model(torch.randn(5, 4)).sum().backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-    return model, optimizer, scheduler
-
-
 def _draws():
     return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
 
 
 def test_checkpoint_is_safetensors_plus_weights_only_state_and_restores_everything(tmp_path):
-    model, optimizer, scheduler = _tiny_training_state()
+    model, optimizer, scheduler = tiny_training_state()
     result = FitResult(history=[{"epoch": 1, "val_f1": 0.5}], best_epoch=1, best_val_f1=0.5)
     best = {n: p.detach().clone() for n, p in model.named_parameters()}
     np.random.seed(7)
     random.seed(7)
     np.random.rand(5)  # the numpy generator mid-stream, not at a fresh seed
-    _save_checkpoint(tmp_path, 1, model, optimizer, scheduler, result, best, 0)
+    save_checkpoint(tmp_path, 1, model, optimizer, scheduler, vars(result), best, 0)
     expected_draws, expected_params = _draws(), [p.detach().clone() for p in model.parameters()]
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best-epoch1.safetensors", "state.pt",
                                                           "trainable-epoch1.safetensors"]
     torch.load(tmp_path / "state.pt", weights_only=True)  # plain tensors and Python values only
 
-    model2, optimizer2, scheduler2 = _tiny_training_state()  # other weights, optimizer moments, RNG positions
-    start, result2, best2, bad_epochs = _load_checkpoint(tmp_path, model2, optimizer2, scheduler2)
+    model2, optimizer2, scheduler2 = tiny_training_state()  # other weights, optimizer moments, RNG positions
+    start, progress, best2, bad_epochs = load_checkpoint(tmp_path, model2, optimizer2, scheduler2)
+    result2 = FitResult(**progress)
     assert (start, bad_epochs, result2.history, result2.best_epoch) == (2, 0, result.history, 1)
     assert all(torch.equal(a, b) for a, b in zip(model2.parameters(), expected_params))
     assert all(torch.equal(best2[n], best[n]) for n in best)
@@ -84,9 +74,9 @@ def test_checkpoint_is_safetensors_plus_weights_only_state_and_restores_everythi
 
 
 def test_next_checkpoint_replaces_the_previous_one(tmp_path):
-    model, optimizer, scheduler = _tiny_training_state()
+    model, optimizer, scheduler = tiny_training_state()
     for epoch in (1, 2):
-        _save_checkpoint(tmp_path, epoch, model, optimizer, scheduler, FitResult(), None, 0)
+        save_checkpoint(tmp_path, epoch, model, optimizer, scheduler, vars(FitResult()), None, 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt", "trainable-epoch2.safetensors"]
 
 
@@ -99,14 +89,14 @@ class _Payload:
 
 
 def test_a_pickle_planted_in_a_checkpoint_is_never_executed(tmp_path):
-    model, optimizer, scheduler = _tiny_training_state()
-    _save_checkpoint(tmp_path, 1, model, optimizer, scheduler, FitResult(), None, 0)
+    model, optimizer, scheduler = tiny_training_state()
+    save_checkpoint(tmp_path, 1, model, optimizer, scheduler, vars(FitResult()), None, 0)
     sentinel = tmp_path / "pwned"
     for planted in (lambda f: torch.save({"epoch": _Payload(sentinel)}, f),
                     lambda f: f.write_bytes(pickle.dumps(_Payload(sentinel)))):
         planted(tmp_path / "state.pt")
-        with pytest.raises(TrainingError, match="holds more than tensors and plain values, so it was not loaded"):
-            _load_checkpoint(tmp_path, model, optimizer, scheduler)
+        with pytest.raises(CheckpointError, match="holds more than tensors and plain values, so it was not loaded"):
+            load_checkpoint(tmp_path, model, optimizer, scheduler)
         assert not sentinel.exists()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import tiny_run_args
+from helpers import tiny_run_args
 
 from sendit.cli import main
 

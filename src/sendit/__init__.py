@@ -1,17 +1,42 @@
 """SEND-IT: parameter-efficient fine-tuning and distillation of small language models for tweet sentiment.
 
 Importing the package is cheap and torch-free: reporting (``sendit.report``) must run on a laptop
-without torch, so the model-facing API is imported lazily.
+without torch, so the public API below is imported on first use.
+
+    import sendit
+    model = sendit.load("runs/quick/lora")          # a trained model folder
+    model.predict(["what a day!"])
+    sendit.run(sendit.load_config(None, {"methods": "lora,bitfit", "epochs": 1, "out": "runs/mine"}))
+    sendit.build_report(["runs/quick"])
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "__version__"]
+# Public name -> (module, attribute): `dir(sendit)` lists them, `sendit.<name>` imports its module then.
+_API = {
+    "load": ("sendit.model_folder", "load"),
+    "SenditModel": ("sendit.model_folder", "SenditModel"),
+    "run": ("sendit.workflow", "run"),
+    "evaluate": ("sendit.evaluate", "evaluate_folder"),
+    "export": ("sendit.export", "export"),
+    "build_report": ("sendit.report", "build_report"),
+    "load_config": ("sendit.config", "load_config"),
+    "RunConfig": ("sendit.config", "RunConfig"),
+    "normalize_tweet": ("sendit.data", "normalize_tweet"),
+}
+__all__ = [*_API, "__version__"]
 
 
 def __getattr__(name: str):
-    if name == "load":
-        from sendit.predict import load
-
-        return load
+    if name in _API:
+        module, attribute = _API[name]
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'sendit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
 from sendit.config import ConfigError, DistillConfig, field_index
+from sendit.verbosity import set_level
 
 ALIASES = {"data": ["--data"], "model": ["--model"], "methods": ["--methods"], "method": ["--method"]}
-EXIT_USER_ERROR = 2
+EXIT_USER_ERROR = 2  # bad input: nothing was done
+EXIT_FAILED = 1  # a run failed part-way (a method's training, a full disk)
+EXIT_INTERRUPTED = 130
 
 
-def _add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    p.add_argument("--config", help="YAML config file or shipped preset name (quick, paper, ...); flags override it")
-    p.add_argument("--out", help="run folder (default: runs/<timestamp>)")
+def _add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
+                      out_help: str = "run folder (default: runs/<timestamp>)") -> None:
+    p.add_argument("--config", metavar="PATH", help="YAML config file or shipped preset name (quick, paper, ...); "
+                   "flags override it")
+    p.add_argument("--out", metavar="DIR", help=out_help)
     for name, (section, f) in field_index().items():
         if name in skip:
             continue
@@ -31,7 +38,29 @@ def _add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) ->
             help_text += f" (default: {f.default})"
         elif f.default_factory is not dataclasses.MISSING:
             help_text += f" (default: {f.default_factory()})"
-        p.add_argument(flag, dest=name, default=None, metavar=section.upper(), help=help_text)
+        p.add_argument(flag, dest=name, default=None, metavar=value_name(name, f), help=help_text)
+
+
+# Value names of the str fields (the others follow from their type), as --help shows them: `--data SOURCE`.
+_VALUE_NAMES = {
+    "data": "SOURCE", "test_file": "PATH", "extra_train_file": "PATH", "teacher": "PATH", "model": "MODEL",
+    "student_model": "MODEL", "encoding": "CODEC", "precision": "{auto,bf16,fp32}", "bad_rows": "{error,skip}",
+    "tracker": "{tensorboard,mlflow}", "train_size": "N", "val_size": "N", "test_size": "N",
+}
+
+
+def value_name(name: str, f: dataclasses.Field) -> str:
+    """The placeholder of a config flag in --help: the field's own (metadata "metavar"), else one by name or type."""
+    if "metavar" in f.metadata:
+        return f.metadata["metavar"]
+    if name in _VALUE_NAMES:
+        return _VALUE_NAMES[name]
+    t = str(f.type)
+    for prefix, value in (("bool", "{true,false}"), ("int", "N"), ("float", "FLOAT"), ("list", "LIST"),
+                          ("dict", "MAPPING")):
+        if t.startswith(prefix):
+            return value
+    return "NAME"
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -54,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.resume:
         from sendit.config import from_dict
-        from sendit.outputs import read_manifest
+        from sendit.run_folder import read_manifest
 
         saved = read_manifest(Path(args.resume)).get("config")
         if not saved:
@@ -73,8 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _failures(run_dir: Path, command: str = "run") -> int:
-    """Exit code of a finished run: 0, or 2 when a method failed (the others' results are saved)."""
-    from sendit.outputs import read_manifest
+    """Exit code of a finished run: 0, or 1 when a method failed (the others' results are saved)."""
+    from sendit.run_folder import read_manifest
 
     status = read_manifest(run_dir).get("status", {})
     failed = {k: v for k, v in status.items() if str(v).startswith("failed")}
@@ -83,7 +112,7 @@ def _failures(run_dir: Path, command: str = "run") -> int:
     print(f"sendit {command}: error: {len(failed)} of {len(status)} method runs failed ("
           + "; ".join(f"{k} {v}" for k, v in failed.items())
           + f"). The others finished and are saved in {run_dir}.", file=sys.stderr)
-    return EXIT_USER_ERROR
+    return EXIT_FAILED
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -97,14 +126,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from sendit.workflow import evaluate_folder
+    from sendit.config import check_count
+    from sendit.evaluate import evaluate_folder
 
-    evaluate_folder(args.model_dir, args.data, args.out, args.batch_size)
+    check_count("--batch-size", args.batch_size)
+    evaluate_folder(args.model_dirs, args.data, args.out, args.batch_size, precision=args.precision,
+                    text_column=args.text_column, label_column=args.label_column, test_name=args.test_name)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from sendit.serve import predict_command
+    from sendit.predict import predict_command
 
     return predict_command(args)
 
@@ -117,7 +149,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from sendit.config import DataConfig
-    from sendit.data import describe, read_source, read_test_file
+    from sendit.data import describe
+    from sendit.reading import read_source, read_test_file
 
     cfg = DataConfig(bad_rows=args.bad_rows, normalize=args.normalize != "false", encoding=args.encoding)
     table = read_test_file(args.source, cfg) if args.test_file else read_source(args.source, cfg)
@@ -128,6 +161,16 @@ def cmd_data(args: argparse.Namespace) -> int:
         tokenizer = load_tokenizer(args.model)
     print(json.dumps(describe(table, tokenizer), indent=2))
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    try:
+        from sendit.tune import tune_command
+    except ModuleNotFoundError as e:
+        if e.name != "optuna":
+            raise
+        raise ConfigError("sendit tune needs Optuna; install it with pip install 'sendit[tune]'.") from None
+    return tune_command(args, _overrides(args))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -145,13 +188,42 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_precision_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="inference precision: auto "
+                   "(bf16 where the hardware has it, or what SENDIT_PRECISION says), bf16 or fp32 (default: auto)")
+
+
+def _add_verbosity_flags(p: argparse.ArgumentParser, default: object) -> None:
+    from sendit.verbosity import QUIET, VERBOSE
+
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=QUIET, default=default,
+                       help="no progress lines or bars: only warnings, errors and the output itself")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=VERBOSE, default=default,
+                       help="also show the libraries' logging, progress bars and warnings (transformers, peft)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from sendit import __version__
+    from sendit.verbosity import NORMAL
+
     parser = argparse.ArgumentParser(
         prog="sendit",
         description="Parameter-efficient fine-tuning and distillation of small language models for tweet sentiment.",
     )
+    parser.add_argument("--version", action="version", version=f"sendit {__version__}")
+    _add_verbosity_flags(parser, NORMAL)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_training_commands(sub)
+    _add_model_commands(sub)
+    _add_data_commands(sub)
+    for command in sub.choices.values():  # -q/-v before or after the command; SUPPRESS keeps the top-level value
+        _add_verbosity_flags(command, argparse.SUPPRESS)
+    return parser
 
+
+def _add_training_commands(sub) -> None:
+    """run, train, tune, distill: the commands that train and write a run folder."""
     p = sub.add_parser("run", help="compare methods end to end (default: the embedded quick preset)")
     _add_config_flags(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run: finished methods are kept, the "
@@ -166,59 +238,93 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a saved model folder on any labelled file")
-    p.add_argument("model_dir", help="a model folder written by a run (RUN_DIR/<method>)")
-    p.add_argument("--data", required=True, help="labelled CSV/JSONL/Parquet or original Sentiment140 file")
-    p.add_argument("--out", help="folder for the metrics/predictions CSVs (default: MODEL_DIR/eval-<file>)")
-    p.add_argument("--batch-size", type=int, default=256, help="inference batch size")
+    from sendit.tune_config import add_arguments as add_tune_arguments
+
+    p = sub.add_parser("tune", help="tune every method under one budget, retrain the best over seeds, compare",
+                       description="Search each method's hyperparameters (Optuna TPE, validation only, the same "
+                       "budget per method), retrain the best with every seed, test and report. docs/tuning.md.")
+    _add_config_flags(p)
+    add_tune_arguments(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped sweep: finished trials and confirmed "
+                   "runs are kept")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("distill", help="distil a fine-tuned teacher into smaller students (or a chain of them)",
+                       description="Train students with (1 - kd_ratio) * CE + kd_ratio * T^2 * KL from --teacher "
+                       "RUN_DIR/<method>, on that run's data split and test sets, and write them into RUN_DIR (or "
+                       "--out). Settings: --config < the teacher run's config < flags. See docs/distillation.md.")
+    _add_config_flags(p, skip=("methods", "model"), out_help="run folder the students are written into (default: "
+                      "the teacher's run folder, RUN_DIR of --teacher RUN_DIR/<method>); a new folder gets its own "
+                      "run.json and config.yaml")
+    for f in dataclasses.fields(DistillConfig):
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar=value_name(f.name, f),
+                       help=f"{f.metadata['help']} (default: {f.default})")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.set_defaults(func=cmd_distill)
+
+
+def _add_model_commands(sub) -> None:
+    """evaluate, predict, export: the commands that use a saved model folder."""
+    p = sub.add_parser("evaluate", help="evaluate saved model folders on any labelled file (then: sendit report OUT)",
+                       description="Score one or several model folders on the same rows of a labelled file and "
+                       "write a run's test-set CSVs into --out; `sendit report OUT` then compares them with "
+                       "confidence intervals and pairwise tests.")
+    p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help="model folders written by a run "
+                   "(RUN_DIR/<method>) or by sendit export")
+    p.add_argument("--data", required=True, metavar="PATH", help="labelled CSV/JSONL/Parquet or original "
+                   "Sentiment140 file")
+    p.add_argument("--out", metavar="DIR", help="folder for the metrics/predictions CSVs (default with one model: "
+                   "MODEL_DIR/eval-<file stem>; needed with several)")
+    p.add_argument("--text-column", metavar="NAME", help="the file's text column (default: text, tweet or sentence)")
+    p.add_argument("--label-column", metavar="NAME", help="the file's label column (default: label, target or "
+                   "sentiment)")
+    p.add_argument("--test-name", metavar="NAME", help="the test set's name in the CSVs and the report (default: "
+                   "the file's stem)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="inference batch size")
+    _add_precision_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify texts with a saved model folder")
     p.add_argument("model_dir", help="a model folder written by a run (RUN_DIR/<method>) or by sendit export")
     p.add_argument("texts", nargs="*", help="texts to classify")
-    p.add_argument("--input", help="CSV with a header and a text column, streamed in chunks ('-' = stdin; "
+    p.add_argument("--input", metavar="PATH", help="CSV with a header and a text column, streamed in chunks ('-' = stdin; "
                    "the headerless Sentiment140 file is recognised); output: its columns + prediction, prob_positive")
-    p.add_argument("--output", help="output CSV, written atomically ('-' or absent = stdout)")
-    p.add_argument("--text-column", default="text", help="name of the text column of --input")
-    p.add_argument("--batch-size", type=int, default=256, help="inference batch size")
-    p.add_argument("--chunk-size", type=int, default=10_000, help="rows read, predicted and written at a time")
+    p.add_argument("--output", metavar="PATH", help="output CSV, written atomically ('-' or absent = stdout)")
+    p.add_argument("--text-column", default="text", metavar="NAME", help="name of the text column of --input")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="inference batch size")
+    p.add_argument("--chunk-size", type=int, default=10_000, metavar="N", help="rows read, predicted and written at a time")
+    _add_precision_flag(p)
     p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("data", help="inspect a dataset: rows, labels, dropped rows, token lengths")
-    p.add_argument("source", nargs="?", default="embedded", help="'embedded', 'hub', or a file")
-    p.add_argument("--test-file", action="store_true", help="read SOURCE as a hand-labelled test file")
-    p.add_argument("--model", help="tokenizer for token-length statistics (e.g. embedded, facebook/opt-125m)")
-    p.add_argument("--bad-rows", default="skip", choices=["error", "skip"], help="what to do with bad rows")
-    p.add_argument("--normalize", default="true", choices=["true", "false"], help="normalise tweets first")
-    p.add_argument("--encoding", default="auto", help="text encoding: auto (UTF-8, else latin-1), utf-8, latin-1, ...")
-    p.set_defaults(func=cmd_data)
-
-    p = sub.add_parser("report", help="figures, tables, statistics and index.html from run folders")
-    p.add_argument("run_dirs", nargs="+", help="run folders (or folders with the study's CSV files)")
-    p.add_argument("--out", help="report folder (default: FIRST_RUN_DIR/report)")
-    p.set_defaults(func=cmd_report)
 
     from sendit.export import export_command  # torch-free import; torch loads when the command runs
 
     p = sub.add_parser("export", help="write a model folder as a standard Hugging Face folder (plain transformers)")
     p.add_argument("model_dir", help="a model folder written by a run (RUN_DIR/<method>)")
-    p.add_argument("--out", required=True, help="the folder to write")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
     p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=True, help="fold LoRA/DoRA/IA3 into "
                    "the base weights so plain transformers loads the folder (default); --no-merge writes the small "
                    "peft adapter folder instead (needs peft and the base model)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=export_command)
 
-    p = sub.add_parser("distill", help="distil a fine-tuned teacher into smaller students (or a chain of them)",
-                       description="Train students with (1 - kd_ratio) * CE + kd_ratio * T^2 * KL from --teacher "
-                       "RUN_DIR/<method>, on that run's data split and test sets, and write them into RUN_DIR (or "
-                       "--out). Settings: --config < the teacher run's config < flags. See docs/distillation.md.")
-    _add_config_flags(p, skip=("methods", "model"))
-    for f in dataclasses.fields(DistillConfig):
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
-                       help=f"{f.metadata['help']} (default: {f.default})")
-    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
-    p.set_defaults(func=cmd_distill)
+
+def _add_data_commands(sub) -> None:
+    """data, report, bench, methods: inspecting data, run folders, speed and the method registry."""
+    p = sub.add_parser("data", help="inspect a dataset: rows, labels, dropped rows, token lengths")
+    p.add_argument("source", nargs="?", default="embedded", help="'embedded', 'hub', or a file")
+    p.add_argument("--test-file", action="store_true", help="read SOURCE as a hand-labelled test file")
+    p.add_argument("--model", metavar="MODEL", help="tokenizer for token-length statistics (e.g. embedded, facebook/opt-125m)")
+    p.add_argument("--bad-rows", default="skip", choices=["error", "skip"], help="what to do with bad rows")
+    p.add_argument("--normalize", default="true", choices=["true", "false"], help="normalise tweets first")
+    p.add_argument("--encoding", default="auto", metavar="CODEC", help="text encoding: auto (UTF-8, else latin-1), utf-8, latin-1, ...")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("report", help="figures, tables, statistics and index.html from run folders")
+    p.add_argument("run_dirs", nargs="+", help="run folders (or folders with the study's CSV files)")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: FIRST_RUN_DIR/report)")
+    p.set_defaults(func=cmd_report)
 
     from sendit import bench
 
@@ -228,36 +334,79 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list the registered methods")
     p.set_defaults(func=cmd_methods)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every failure is one paragraph on stderr, never a traceback: exit code 2 for bad input
+    (nothing was done), 1 for a run that failed part-way, 130 for Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_level(args.verbosity)
     from sendit.data import DataError
+    from sendit.run_folder import RunStopped
 
     user_errors: tuple = (ConfigError, DataError)
+    failures: tuple = ()
     try:
         from sendit.engine import TrainingError
         from sendit.models import ModelError
 
-        user_errors += (ModelError, TrainingError)
+        user_errors += (ModelError,)
+        failures += (TrainingError,)
     except ImportError:  # torch-free install: report works, training does not
         pass
+
+    def say(text: str) -> None:
+        print(f"sendit {args.command}: {text}", file=sys.stderr)
+
     try:
         return args.func(args)
     except user_errors as e:
-        print(f"sendit {args.command}: error: {_paragraph(e)}", file=sys.stderr)
+        say(f"error: {_paragraph(e)}")
         return EXIT_USER_ERROR
-    except OSError as e:  # a file that cannot be read or written (permissions, disk full): no traceback either
+    except failures as e:
+        say(f"error: {_paragraph(e)}")
+        return EXIT_FAILED
+    except RunStopped as e:
+        say(f"error: {_paragraph(e)}{_disk_hint(e.error)}. The run stopped. {_saved(args.command, e.run_dir)}")
+        return EXIT_FAILED
+    except OSError as e:  # a path that cannot be read or written: nothing ran yet
         where = f" ({e.filename})" if e.filename else ""
-        print(f"sendit {args.command}: error: {e.strerror or _paragraph(e)}{where}. Finished work is saved; "
-              f"continue a run with --resume RUN_DIR.", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"sendit {args.command}: interrupted. Finished work is saved; continue a run with --resume RUN_DIR.",
-              file=sys.stderr)
-        return 130
+        say(f"error: {e.strerror or _paragraph(e)}{where}{_disk_hint(e)}.")
+        return EXIT_FAILED if e.errno in _DISK_FULL else EXIT_USER_ERROR
+    except KeyboardInterrupt as e:
+        run_dir = getattr(e, "run_dir", None)
+        if run_dir is not None:
+            say(f"interrupted. {_saved(args.command, run_dir)}")
+        elif args.command in ("run", "train"):
+            say("interrupted. Finished work is saved; continue a run with --resume RUN_DIR.")
+        else:
+            say("interrupted.")
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a defect, not a user mistake: still one paragraph, the traceback on request
+        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch's is a RuntimeError
+            say("error: out of memory. Lower --batch-size, --eval-batch-size or --max-length, or use a smaller "
+                "model.")
+            return EXIT_FAILED
+        if os.environ.get("SENDIT_DEBUG"):
+            raise
+        say(f"error: unexpected {type(e).__name__}: {_paragraph(e)} (set SENDIT_DEBUG=1 to see where; please report "
+            f"this with the command you ran).")
+        return EXIT_FAILED
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_hint(e: OSError) -> str:
+    return "; free some space (or pass an --out on another disk)" if e.errno in _DISK_FULL else ""
+
+
+def _saved(command: str, run_dir: Path) -> str:
+    """Where finished work is, and how to go on: `sendit run --resume` continues run and train folders."""
+    if command in ("run", "train"):
+        return f"Finished work is saved in {run_dir}; continue a run with --resume {run_dir}."
+    return f"Finished work is saved in {run_dir}."
 
 
 def _paragraph(e: BaseException) -> str:

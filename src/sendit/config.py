@@ -15,9 +15,33 @@ from typing import Any
 
 import yaml
 
+from sendit import validation
+
 
 class ConfigError(ValueError):
     """A user mistake in a config file or on the command line (shown without a traceback)."""
+
+
+# Label values every reader understands, and what --label-map may map to: Sentiment140 uses 0/2/4, generic files
+# often 0/1 or words. None means neutral: dropped and counted.
+LABELS: dict[str, int | None] = {
+    "0": 0, "4": 1, "1": 1, "2": None,
+    "negative": 0, "positive": 1, "neg": 0, "pos": 1, "neutral": None,
+}
+
+
+# Test sets are named after what they are, in the console, the CSVs' `test_set` column and the report.
+HELDOUT_NAME = "held-out split"
+EMBEDDED_TEST_NAME = "sentiment140-manual"
+
+
+def test_set_name(data: DataConfig) -> str | None:
+    """The name of the --test-file test set (None when there is none): --test-name, else the file's stem."""
+    if data.test_file in (None, "none", ""):
+        return None
+    if data.test_name:
+        return data.test_name
+    return EMBEDDED_TEST_NAME if data.test_file == "embedded" else Path(data.test_file).stem
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -37,6 +61,10 @@ class DataConfig:
         "embedded",
         "hand-labelled test file evaluated besides the held-out split ('embedded' = the packaged "
         "testdata.manual.2009.06.14.csv; 'none' to skip)",
+    )
+    test_name: str | None = _f(
+        None, "name of the --test-file test set in logs, CSVs and the report (default: the file's stem; "
+        f"'{EMBEDDED_TEST_NAME}' for the packaged file)"
     )
     train_size: float = _f(4000, "training rows (count, or fraction of the source when < 1)")
     val_size: float = _f(500, "validation rows (count, or fraction when < 1)")
@@ -138,9 +166,11 @@ class DistillConfig:
                 raise ConfigError(f"--{name} must be comma-separated integers like 6,3 (got {value!r})") from None
         students = [f"--{n.replace('_', '-')}" for n in ("student_layers", "layers", "student_model", "chain")
                     if getattr(self, n) not in (None, [])]
+        for problem in (validation.in_range("--kd-ratio", self.kd_ratio, "in [0, 1]"),
+                        validation.in_range("--temperature", self.temperature, "> 0")):
+            if problem:
+                raise ConfigError(problem)
         checks = [
-            (0 <= self.kd_ratio <= 1, f"--kd-ratio must be in [0, 1] (got {self.kd_ratio})"),
-            (self.temperature > 0, f"--temperature must be > 0 (got {self.temperature})"),
             (len(students) <= 1, f"{' and '.join(students)} each choose the student: give one of them"),
             (self.student_layers is None or self.student_layers >= 1,
              f"--student-layers must be at least 1 (got {self.student_layers})"),
@@ -184,35 +214,55 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "method": MethodConfig, "t
 
 
 def validate(cfg: RunConfig) -> None:
-    """Cross-field checks, with messages in CLI terms."""
+    """Every option's range, checked once, before any work: the message names the flag, the value and what is
+    allowed. Checks that need the model (--max-length against its positions, --target-modules against its
+    modules) are in `validate_for_model`."""
     t, d, m = cfg.train, cfg.data, cfg.method
-    checks = [
-        (t.epochs >= 1, f"--epochs must be at least 1 (got {t.epochs})"),
-        (t.batch_size >= 1, f"--batch-size must be at least 1 (got {t.batch_size})"),
-        (t.grad_accum >= 1, f"--grad-accum must be at least 1 (got {t.grad_accum})"),
-        (t.lr is None or t.lr > 0, f"--lr must be > 0 (got {t.lr})"),
-        (all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in m.method_lr.values()),
-         f"--method-lr values must be numbers > 0 (got {m.method_lr}); write it as \"{{lora: 1e-3, bitfit: 2e-3}}\", "
-         f"with a space after each colon"),
-        (0 <= t.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1) (got {t.warmup_ratio})"),
-        (t.patience >= 1, f"--patience must be at least 1 (got {t.patience})"),
-        (m.lora_r >= 1, f"--lora-r must be at least 1 (got {m.lora_r})"),
-        (0 <= m.lora_dropout < 1, f"--lora-dropout must be in [0, 1) (got {m.lora_dropout})"),
-        (t.precision in ("auto", "bf16", "fp32"), f"--precision must be auto, bf16 or fp32 (got {t.precision})"),
-        (d.bad_rows in ("error", "skip"), f"--bad-rows must be error or skip (got {d.bad_rows})"),
-        (d.encoding == "auto" or _is_codec(d.encoding),
-         f"--encoding {d.encoding!r} is not an encoding Python knows; use auto, utf-8 or latin-1"),
-        (d.max_length >= 8, f"--max-length must be at least 8 (got {d.max_length})"),
-        (t.tracker in (None, "tensorboard", "mlflow"), f"--tracker must be tensorboard or mlflow (got {t.tracker})"),
+    at_least, in_range, choice = validation.at_least, validation.in_range, validation.choice
+    problems = [
+        at_least("--epochs", t.epochs, 1), at_least("--batch-size", t.batch_size, 1),
+        at_least("--grad-accum", t.grad_accum, 1), at_least("--eval-batch-size", t.eval_batch_size, 1),
+        at_least("--patience", t.patience, 1), at_least("--log-every", t.log_every, 1),
+        None if t.threads is None else at_least("--threads", t.threads, 1, validation.MAX_THREADS),
+        None if t.lr is None else in_range("--lr", t.lr, "> 0"),
+        in_range("--weight-decay", t.weight_decay, ">= 0"),
+        in_range("--warmup-ratio", t.warmup_ratio, "in [0, 1)"),
+        in_range("--max-grad-norm", t.max_grad_norm, ">= 0"),  # negative: gradient ascent
+        validation.seed("--seed", t.seed), validation.seed("--split-seed", d.split_seed), validation.seeds(t.seeds),
+        validation.method_lrs(m.method_lr),
+        at_least("--lora-r", m.lora_r, 1), at_least("--lora-alpha", m.lora_alpha, 1),
+        in_range("--lora-dropout", m.lora_dropout, "in [0, 1)"),
+        validation.names("--target-modules", m.target_modules), validation.names("--methods", m.methods),
+        at_least("--max-length", d.max_length, 8),
+        *(validation.size(f"--{n.replace('_', '-')}", getattr(d, n)) for n in ("train_size", "val_size", "test_size")),
+        validation.fractions_fit(d), validation.label_map(d.label_map, LABELS),
+        choice("--precision", t.precision, ("auto", "bf16", "fp32")),
+        choice("--bad-rows", d.bad_rows, ("error", "skip")),
+        choice("--tracker", t.tracker, (None, "tensorboard", "mlflow")),
+        None if d.encoding == "auto" or _is_codec(d.encoding) else
+        f"--encoding {d.encoding!r} is not an encoding Python knows; use auto, utf-8 or latin-1",
+        None if test_set_name(d) != HELDOUT_NAME else
+        f"--test-name '{HELDOUT_NAME}' is the held-out split's name; choose another name for the --test-file test set",
     ]
-    for size_name in ("train_size", "val_size", "test_size"):
-        v = getattr(d, size_name)
-        checks.append((v > 0, f"--{size_name.replace('_', '-')} must be > 0 (got {v})"))
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(msg)
+    for problem in problems:
+        if problem:
+            raise ConfigError(problem)
     if not m.methods:
         raise ConfigError("--methods is empty: name at least one method, e.g. --methods lora,bitfit")
+
+
+def check_count(flag: str, value: Any, low: int = 1) -> None:
+    """The range check of a count flag outside RunConfig (`evaluate --batch-size`, `predict --chunk-size`)."""
+    problem = validation.at_least(flag, value, low)
+    if problem:
+        raise ConfigError(problem)
+
+
+def validate_for_model(cfg: RunConfig, model_config: Any, module_names: list[str] | None = None) -> None:
+    """The options whose range is the model's (validation.model_problem), checked before anything trains."""
+    problem = validation.model_problem(cfg, model_config, module_names)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _is_codec(name: str) -> bool:
@@ -271,7 +321,7 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if name == "seeds":
-            value = [int(v) for v in value]
+            value = [_integer(name, v) for v in value]
         return list(value)
     if t.startswith("dict"):
         if isinstance(value, str):
@@ -292,16 +342,38 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
             return value.lower() in ("true", "1", "yes")
         return bool(value)
     if t.startswith("int"):
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"'{name}' must be an integer, got {value!r}") from None
+        return _integer(name, value)
     if t.startswith("float"):
         try:
+            if isinstance(value, bool):
+                raise TypeError
             return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"'{name}' must be a number, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"'{name}' must be a number, got {value!r} (--{name.replace('_', '-')} takes a "
+                              f"number such as 0.5 or 1e-3)") from None
+    if t.startswith("str") and isinstance(value, (list, dict)):
+        raise ConfigError(f"'{name}' must be a single value, got {value!r}")
     return value if not isinstance(value, (int, float)) or not t.startswith("str") else str(value)
+
+
+def _integer(name: str, value: Any) -> int:
+    """'3', 3 and 3.0 are 3; 3.5, 'abc', inf, nan and true are mistakes (int() would truncate or crash)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if isinstance(number, float) and number.is_integer():
+        return int(number)
+    raise ConfigError(f"'{name}' must be an integer, got {value!r} (--{name.replace('_', '-')} takes a whole number "
+                      f"such as 3)")
 
 
 _MAPPING_EXAMPLE = {"method_lr": "{lora: 1e-3}", "label_map": "{neg: 0, pos: 4}"}
@@ -325,20 +397,26 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> RunCo
                 f"config file '{path}' does not exist. Shipped configs: {', '.join(shipped) or 'none'} "
                 f"(pass e.g. --config configs/quick.yaml)."
             )
+        if p.is_dir():
+            raise ConfigError(f"config file '{path}' is a folder; pass a YAML file (e.g. --config configs/quick.yaml).")
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file '{path}' must hold a mapping of settings")
-    merged = _flatten(raw)
+    merged = flatten(raw)
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return from_dict(merged, source=str(path or "config"))
+    return from_dict(merged, source=str(path or "command line"))
 
 
-def _flatten(raw: dict) -> dict:
+def flatten(raw: dict | None, skip: tuple[str, ...] = ()) -> dict:
+    """A config file's or run.json's settings as one flat dict (the sections' keys lifted to the top), without
+    the top-level keys in `skip`."""
     flat: dict = {}
-    for k, v in raw.items():
+    for k, v in (raw or {}).items():
+        if k in skip:
+            continue
         if k in SECTIONS and isinstance(v, dict):
             flat.update(v)
         else:

@@ -1,321 +1,49 @@
-"""Readers, tweet normalisation and leak-free stratified splits.
+"""Tweet normalisation, deduplication and leak-free stratified splits of what `sendit.reading` read.
 
-Every reader returns a `Table` (texts, 0/1 labels) plus a `Counter` of dropped rows by reason, so that a run can
-say exactly what it left out. Labels: Sentiment140's 0 = negative and 4 = positive become 0 and 1; its neutral 2
-is dropped and counted.
+`load_splits` is the whole path from --data/--test-file to train/val/held-out tables; every row it leaves out is
+counted by reason, so that a run can say exactly what it dropped.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
-import gzip
-import html
-import io
 import json
+import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from sendit.config import ConfigError, DataConfig
-
-EMBEDDED = "embedded"
-SENTIMENT140_COLUMNS = ("target", "id", "date", "query", "user", "text")
-HUB_DATASET = "stanfordnlp/sentiment140"
-TEXT_COLUMNS = ("text", "tweet", "sentence", "content")
-LABEL_COLUMNS = ("label", "target", "sentiment", "polarity")
-# Sentiment140 uses 0/2/4; generic files often use 0/1 or words. None means neutral: dropped and counted.
-DEFAULT_LABELS: dict[str, int | None] = {
-    "0": 0, "4": 1, "1": 1, "2": None,
-    "negative": 0, "positive": 1, "neg": 0, "pos": 1, "neutral": None,
-}
-
-
-class DataError(ValueError):
-    """Bad input data, with a message that names the file, the line or value, and the fix."""
-
-
-@dataclass
-class Table:
-    texts: list[str]
-    labels: np.ndarray  # int64, 0 = negative, 1 = positive
-    source: str = ""
-    dropped: Counter = field(default_factory=Counter)
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def subset(self, idx: np.ndarray, source: str | None = None) -> Table:
-        return Table([self.texts[i] for i in idx], self.labels[idx], source or self.source)
-
+from sendit.config import DataConfig
+from sendit.reading import read_source, read_table, read_test_file
+from sendit.rows import DataError, Table
 
 # --------------------------------------------------------------------------------------------- normalisation
-_URL = re.compile(r"(https?://\S+|www\.\S+)", re.IGNORECASE)
-_MENTION = re.compile(r"@\w+")
-_SPACE = re.compile(r"\s+")
+# The rules as (pattern, replacement) pairs applied in order, written once for two regex engines: Python's `re`
+# here, and Oniguruma in the `tokenizers` library, where `sendit export` builds them into the exported tokenizer so
+# that a plain transformers pipeline sees the text sendit trained on. Only constructs both engines read the same
+# way: ASCII classes for handles (Twitter handles are ASCII letters, digits and '_'; the engines' \w differ on
+# 12,901 code points), \x1c-\x1f spelled out next to \s (Python counts them as whitespace, Oniguruma does not),
+# and the HTML entities of the corpus by name (html.unescape's other rules have no regex form), &amp; last so
+# that "&amp;quot;" becomes "&quot;" as in one pass of html.unescape.
+_HTML_ENTITIES = {"&quot;": '"', "&lt;": "<", "&gt;": ">", "&#39;": "'", "&apos;": "'", "&amp;": "&"}
+_SPACE = r"\s\x1c-\x1f"
+TWEET_RULES: tuple[tuple[str, str], ...] = (
+    *((re.escape(entity), char) for entity, char in _HTML_ENTITIES.items()),
+    (rf"(?:[Hh][Tt][Tt][Pp][Ss]?://|[Ww][Ww][Ww]\.)[^{_SPACE}]+", "http"),
+    (r"@[A-Za-z0-9_]+", "@user"),
+    (rf"[{_SPACE}]+", " "),
+    (r"^ | $", ""),  # strip: after the rule above, the only whitespace left is single spaces
+)
+_RULES = [(re.compile(pattern), replacement) for pattern, replacement in TWEET_RULES]
 
 
 def normalize_tweet(text: str) -> str:
     """Unescape HTML entities (the corpus stores `"` as `&quot;`), map URLs to 'http' and @mentions to '@user'
     (the same convention as the TweetEval/Twitter-RoBERTa models), and collapse whitespace."""
-    text = html.unescape(text)
-    text = _URL.sub("http", text)
-    text = _MENTION.sub("@user", text)
-    return _SPACE.sub(" ", text).strip()
-
-
-# --------------------------------------------------------------------------------------------- label mapping
-class LabelMapper:
-    def __init__(self, extra: dict | None = None):
-        self.mapping = dict(DEFAULT_LABELS)
-        for k, v in (extra or {}).items():
-            target = "neutral" if v is None else str(v).strip().lower()
-            if target not in DEFAULT_LABELS:
-                raise ConfigError(
-                    f"--label-map maps {k!r} to {v!r}, which is not a label: map each value to 0 or negative, "
-                    f"4 or 1 or positive, or 2 or neutral (dropped), e.g. --label-map \"{{'{k}': 0}}\"."
-                )
-            self.mapping[str(k).strip().lower()] = DEFAULT_LABELS[target]
-
-    def __call__(self, raw: object) -> int | None:
-        """0/1 for a known label, None for neutral; raises KeyError for an unknown one."""
-        key = str(raw).strip().lower()
-        if key.endswith(".0"):
-            key = key[:-2]
-        return self.mapping[key]
-
-
-# --------------------------------------------------------------------------------------------- readers
-def _open_text(path: Path, encoding: str) -> io.TextIOBase:
-    """The file as text. 'auto' is UTF-8 when the bytes are valid UTF-8, else latin-1 (Sentiment140's own files,
-    which any byte decodes); a UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped either way."""
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, ValueError) as e:
-            raise DataError(f"{path}: not a readable gzip file ({e}). Decompress it yourself or re-download "
-                            f"it.") from None
-    raw = raw.removeprefix(codecs.BOM_UTF8)
-    if not raw.strip():
-        raise DataError(f"{path}: the file is empty. Point --data at a CSV with text and label columns.")
-    if b"\x00" in raw:
-        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
-        raise DataError(
-            f"{path}, line {line}: the file contains NUL bytes, so it is binary or corrupted (a spreadsheet "
-            f"export gone wrong?). Re-export it as plain CSV, or strip the NULs: tr -d '\\000' < in > out."
-        )
-    if encoding == "auto":
-        try:
-            return io.StringIO(raw.decode("utf-8"), newline="")
-        except UnicodeDecodeError:
-            return io.StringIO(raw.decode("latin-1"), newline="")
-    try:
-        return io.StringIO(raw.decode(encoding), newline="")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}, line {line}: byte {raw[e.start:e.start + 1]!r} is not valid {encoding}. Pass --encoding "
-            f"latin-1 (Sentiment140's encoding) or --encoding auto (UTF-8, else latin-1), or re-save the file as "
-            f"{encoding}."
-        ) from None
-    except LookupError:
-        raise ConfigError(f"--encoding {encoding!r} is not an encoding Python knows; use auto, utf-8 or "
-                          f"latin-1.") from None
-
-
-def read_sentiment140(path: str | Path, cfg: DataConfig | None = None, encoding: str = "latin-1") -> Table:
-    """The original six-column file (target, id, date, query, user, text), no header, latin-1."""
-    cfg = cfg or DataConfig()
-    path = Path(path)
-    rows = csv.reader(_open_text(path, encoding), strict=True)
-    return _collect(path, ((i, r[0] if r else "", r[5] if len(r) == 6 else None, len(r)) for i, r in _numbered(rows)), cfg, expect_cols=6)
-
-
-def _numbered(rows):
-    """(line number, row) pairs that survive csv's own errors (broken quoting) as a DataError. The reader is
-    strict, so a quote that is never closed fails instead of swallowing the rest of the file into one tweet."""
-    it = iter(rows)
-    while True:
-        start = rows.line_num + 1
-        try:
-            row = next(it)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            upto = f" (read up to line {rows.line_num})" if rows.line_num > start else ""
-            raise DataError(f"line {start}: malformed CSV ({e}) in the row that starts there{upto}. Check its "
-                            f"quotes: a quoted field must end with a quote followed by a comma or the line end, "
-                            f"and quotes inside it are doubled (\"\").") from None
-        yield rows.line_num, row
-
-
-def _collect(path: Path, items, cfg: DataConfig, expect_cols: int | None = None,
-             columns: tuple[str, ...] = SENTIMENT140_COLUMNS) -> Table:
-    """Turn (line, raw label, text, ncols) items into a Table, enforcing cfg.bad_rows."""
-    mapper = LabelMapper(cfg.label_map)
-    texts, labels, dropped = [], [], Counter()
-    unknown: Counter = Counter()
-    first_unknown: dict = {}
-
-    def bad(reason: str, line: int, msg: str) -> None:
-        if cfg.bad_rows == "error":
-            raise DataError(f"{path}, line {line}: {msg} Fix the row, or pass --bad-rows skip to drop such "
-                            f"rows (they are counted in run.json).")
-        dropped[reason] += 1
-
-    try:
-        for line, raw_label, text, ncols in items:
-            if expect_cols and ncols != expect_cols:
-                if ncols == 0:
-                    continue
-                bad("malformed_row", line, f"expected {expect_cols} columns ({', '.join(columns)}), found "
-                                           f"{ncols} (an unquoted comma in the text?).")
-                continue
-            try:
-                label = mapper(raw_label)
-            except KeyError:
-                unknown[str(raw_label)] += 1
-                first_unknown.setdefault(str(raw_label), line)
-                continue
-            if label is None:
-                dropped["neutral"] += 1
-                continue
-            text = "" if text is None else str(text)
-            if not text.strip():
-                bad("empty_text", line, "the tweet text is empty.")
-                continue
-            texts.append(text)
-            labels.append(label)
-    except DataError as e:
-        if str(e).startswith("line "):
-            raise DataError(f"{path}, {e}") from None
-        raise
-    if unknown:
-        counts = ", ".join(f"{_short(v)}: {n} rows (first on line {first_unknown[v]})"
-                           for v, n in unknown.most_common(10))
-        more = f" and {len(unknown) - 10} more values" if len(unknown) > 10 else ""
-        example = ", ".join(f"{_short(v)}: {y}" for v, y in zip(sorted(unknown)[:2], (0, 4)))
-        if cfg.bad_rows == "error":
-            raise DataError(
-                f"{path}: labels outside the expected set (0/4 or 0/1, 2 = neutral, negative/positive): "
-                f"{counts}{more}. Map them with --label-map \"{{{example}}}\" (0 = negative, 4 or 1 = positive, "
-                f"2 = neutral, dropped), or pass --bad-rows skip to drop them."
-            )
-        dropped["unknown_label"] += sum(unknown.values())
-    if not texts:
-        why = f"dropped: {dict(dropped)}" if dropped else "it has no data rows"
-        raise DataError(f"{path}: no usable rows ({why}). Check the file's columns and labels.")
-    return Table(texts, np.asarray(labels, dtype=np.int64), str(path), dropped)
-
-
-def read_table(path: str | Path, cfg: DataConfig | None = None, encoding: str | None = None) -> Table:
-    """Any supported file: the original Sentiment140 CSV (detected by its shape), or CSV/JSONL/Parquet with
-    text and label columns."""
-    cfg = cfg or DataConfig()
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file '{path}' does not exist. Pass --data with a CSV/JSONL/Parquet file, "
-                        f"'embedded' for the packaged sample, or 'hub' for {HUB_DATASET}.")
-    if path.is_dir():
-        raise DataError(f"'{path}' is a folder; --data takes a file.")
-    suffixes = "".join(path.suffixes[-2:]).lower()
-    if ".parquet" in suffixes or ".jsonl" in suffixes or suffixes.endswith(".json"):
-        import pandas as pd
-
-        try:
-            df = pd.read_parquet(path) if ".parquet" in suffixes else pd.read_json(path, lines=True)
-        except (ValueError, OSError) as e:
-            raise DataError(f"{path}: could not be read ({e}). Check that the file is valid.") from None
-        text_col, label_col = _find_columns(path, list(df.columns))
-        items = ((i + 1, lab, txt, None) for i, (lab, txt) in enumerate(zip(df[label_col], df[text_col])))
-        return _collect(path, items, cfg)
-    enc = encoding or cfg.encoding
-    stream = _open_text(path, enc)
-    try:
-        first = next(csv.reader(io.StringIO(stream.readline())), [])
-    except csv.Error:
-        first = []
-    stream.seek(0)
-    if len(first) == 6 and first[0].strip() in ("0", "2", "4"):
-        return read_sentiment140(path, cfg, enc)
-    reader = csv.reader(stream, strict=True)
-    try:
-        header = [h.strip() for h in next(_numbered(reader), (1, []))[1]]
-    except DataError as e:
-        raise DataError(f"{path}, {e}") from None
-    text_col, label_col = _find_columns(path, header)
-    ti, li = header.index(text_col), header.index(label_col)
-    n = len(header)
-
-    def items():
-        for line, row in _numbered(reader):
-            if not row:
-                continue
-            yield line, row[li] if len(row) == n else None, row[ti] if len(row) == n else None, len(row)
-
-    return _collect(path, items(), cfg, expect_cols=n, columns=tuple(header))
-
-
-def _short(value: object, width: int = 40) -> str:
-    """A value quoted for a message, cut to `width` characters (a misread file can put a whole tweet there)."""
-    text = str(value)
-    return repr(text if len(text) <= width else text[:width] + "...")
-
-
-def _find_columns(path: Path, columns: list) -> tuple[str, str]:
-    lower = {str(c).strip().lower(): c for c in columns}
-    text = next((lower[c] for c in TEXT_COLUMNS if c in lower), None)
-    label = next((lower[c] for c in LABEL_COLUMNS if c in lower), None)
-    missing = [what for what, col in (("text", text), ("label", label)) if col is None]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(_short(c) for c in columns) or 'none'}. "
-            f"The file needs a header with a 'text' column (or tweet/sentence) and a 'label' column "
-            f"(or target/sentiment), or the headerless six-column Sentiment140 format."
-        )
-    return text, label
-
-
-def embedded_path(name: str) -> Path:
-    return Path(str(resources.files("sendit") / "resources" / name))
-
-
-def read_source(spec: str, cfg: DataConfig) -> Table:
-    """Resolve --data: 'embedded', 'hub' / 'hub:<dataset id>', or a file."""
-    if spec == EMBEDDED:
-        return read_sentiment140(embedded_path("sentiment140_sample.csv.gz"), cfg)
-    if spec == "hub" or spec.startswith("hub:"):
-        return read_hub(spec.partition(":")[2] or HUB_DATASET, cfg)
-    return read_table(spec, cfg)
-
-
-def read_hub(dataset_id: str, cfg: DataConfig) -> Table:
-    """The Hugging Face hub copy of Sentiment140 (columns text, sentiment 0/4). Needs `pip install sendit[hub]`."""
-    try:
-        import datasets
-    except ImportError:
-        raise DataError("reading from the hub needs the datasets package: pip install 'sendit[hub]'") from None
-    try:
-        ds = datasets.load_dataset(dataset_id, split="train")
-    except Exception as e:  # network errors, missing dataset: all surface as a user-facing message
-        raise DataError(
-            f"could not load '{dataset_id}' from the Hugging Face hub ({type(e).__name__}: {e}). Offline? "
-            f"Download training.1600000.processed.noemoticon.csv and pass it with --data."
-        ) from None
-    label_col = "sentiment" if "sentiment" in ds.column_names else "label"
-    items = ((i + 1, lab, txt, None) for i, (lab, txt) in enumerate(zip(ds[label_col], ds["text"])))
-    return _collect(Path(dataset_id), items, cfg)
-
-
-def read_test_file(spec: str, cfg: DataConfig) -> Table:
-    """The hand-labelled test file; neutral rows are dropped (498 -> 359 tweets)."""
-    path = embedded_path("testdata.manual.2009.06.14.csv") if spec == EMBEDDED else spec
-    return read_table(path, cfg)
+    for pattern, replacement in _RULES:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 # --------------------------------------------------------------------------------------------- splits
@@ -362,8 +90,18 @@ def dedupe(table: Table, drop: set[str] = frozenset()) -> tuple[Table, Counter]:
     return table.subset(np.asarray(keep, dtype=np.int64)), dropped
 
 
-def _size(value: float, n: int) -> int:
-    return int(round(value * n)) if value < 1 else int(value)
+def split_sizes(values: list[float], n: int) -> list[int]:
+    """Row counts for train/val/test sizes given as counts or fractions of n. Fractions are rounded together by
+    largest remainder, so fractions that add up to at most 1 never ask for more than n rows (rounded one by one,
+    0.98/0.01/0.01 asked for one row more than there is for about a quarter of all row counts)."""
+    sizes = [int(v) if v >= 1 else 0 for v in values]
+    exact = {i: v * n for i, v in enumerate(values) if v < 1}
+    for i, x in exact.items():
+        sizes[i] = math.floor(x)
+    left = round(sum(exact.values())) - sum(sizes[i] for i in exact)
+    for i in sorted(exact, key=lambda i: exact[i] - math.floor(exact[i]), reverse=True)[:max(left, 0)]:
+        sizes[i] += 1
+    return sizes
 
 
 def stratified_split(labels: np.ndarray, sizes: list[int], seed: int) -> list[np.ndarray]:
@@ -376,12 +114,28 @@ def stratified_split(labels: np.ndarray, sizes: list[int], seed: int) -> list[np
     for size in sizes:
         quotas = {c: int(round(size * f)) for c, f in frac.items()}
         quotas[max(frac, key=frac.get)] += size - sum(quotas.values())  # rounding remainder
+        # When the splits take (nearly) every row, rounding can ask a class for rows it no longer has.
+        quotas = _within(quotas, {c: len(by_class[c]) - pos[c] for c in by_class})
         part = []
         for c, q in quotas.items():
             part.append(by_class[c][pos[c] : pos[c] + q])
             pos[c] += q
         out.append(rng.permutation(np.concatenate(part)))
     return out
+
+
+def _within(quotas: dict, room: dict) -> dict:
+    """Quotas moved from classes short of rows to classes that still have some."""
+    for c in quotas:
+        short = quotas[c] - room[c]
+        if short > 0:
+            quotas[c] -= short
+            for other in quotas:
+                take = min(short, room[other] - quotas[other])
+                if take > 0:
+                    quotas[other] += take
+                    short -= take
+    return quotas
 
 
 def load_splits(cfg: DataConfig) -> Splits:
@@ -400,7 +154,12 @@ def load_splits(cfg: DataConfig) -> Splits:
     dropped["data"].update(d)
 
     n = len(source)
-    sizes = [_size(cfg.train_size, n), _size(cfg.val_size, n), _size(cfg.test_size, n)]
+    sizes = split_sizes([cfg.train_size, cfg.val_size, cfg.test_size], n)
+    for flag, value, size in zip(("--train-size", "--val-size", "--test-size"), (cfg.train_size, cfg.val_size,
+                                                                                  cfg.test_size), sizes):
+        if size == 0:
+            raise DataError(f"{source.source}: {flag} {value:g} of the {n} rows left after cleaning is 0 rows. Raise "
+                            f"{flag}, or give it as a row count.")
     if sum(sizes) > n:
         raise DataError(
             f"{source.source}: train/val/test sizes {sizes} need {sum(sizes)} rows but only {n} remain after "
@@ -423,7 +182,7 @@ def load_splits(cfg: DataConfig) -> Splits:
     train = source.subset(tr, "train")
     val, test = source.subset(va, "val"), source.subset(te, "heldout")
     if cfg.extra_train_file:
-        extra = read_table(cfg.extra_train_file, cfg)
+        extra = read_table(cfg.extra_train_file, cfg, flag="--extra-train-file")
         dropped["extra_train_file"] = Counter(extra.dropped)
         extra = _normalised(extra, cfg, dropped["extra_train_file"])
         held = set(val.texts) | set(test.texts) | set(train.texts) | (set(manual.texts) if manual else set())
@@ -440,24 +199,6 @@ def _normalised(table: Table, cfg: DataConfig, dropped: Counter) -> Table:
     keep = np.asarray([i for i, t in enumerate(texts) if t], dtype=np.int64)
     dropped["empty_after_normalisation"] += len(texts) - len(keep)
     return Table([texts[i] for i in keep], table.labels[keep], table.source)
-
-
-def read_texts(path: str | Path, column: str = "text") -> list[str]:
-    """Unlabelled texts for prediction (CSV with a text column, or one JSON object per line)."""
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"'{path}' does not exist or is not a file. Pass a CSV with a '{column}' column.")
-    try:
-        df = (pd.read_json(path, lines=True) if path.suffix == ".jsonl"
-              else pd.read_csv(path, encoding="latin-1", dtype=str, keep_default_na=False))
-    except (ValueError, OSError) as e:  # pandas' ParserError and EmptyDataError are ValueErrors
-        raise DataError(f"{path}: could not be read as {'JSON lines' if path.suffix == '.jsonl' else 'CSV'} "
-                        f"({' '.join(str(e).split())}). Check that it is a valid file with a header.") from None
-    if column not in df.columns:
-        raise DataError(f"{path}: no '{column}' column (found {', '.join(map(str, df.columns))}).")
-    return ["" if v is None or (isinstance(v, float) and v != v) else str(v) for v in df[column]]
 
 
 def token_lengths(tokenizer, texts: list[str]) -> np.ndarray:

@@ -9,186 +9,50 @@ where the teacher's logits over the training set are computed once and cached in
 the teacher's own architecture with fewer layers, initialised from a subset of the teacher's layers (DistilBERT,
 Sanh et al., 2019), or any other model. A chain (`--chain 12,6,3`) distils stage by stage, each stage's teacher
 being the previous stage's fine-tuned model (teacher assistants, Mirzadeh et al., 2020).
+
+This module plans the stages and runs them; the loss, the student surgery and the cache are sendit.students.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import functools
-import hashlib
 import itertools
-import json
+import os
 import re
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 import yaml
-from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
-from torch import nn
-from transformers import AutoConfig, PreTrainedModel
+from transformers import AutoConfig
 
 from sendit.config import (
-    SECTIONS, ConfigError, DistillConfig, RunConfig, distill_config, field_index, from_dict, load_config,
+    ConfigError, DistillConfig, RunConfig, distill_config, field_index, flatten, from_dict, load_config,
     resolve_config_path,
 )
-from sendit.engine import Encoded, TrainingError, collate, encode
-from sendit.measure import hardware
+from sendit.device import resolve_precision
+from sendit.batching import encode
+from sendit.engine import TrainingError
 from sendit.methods import get_method
 from sendit.models import ModelError, load_model, load_tokenizer, num_layers, resolve
-from sendit.outputs import (
-    EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS, atomic_write_text, git_commit, read_manifest,
-    update_manifest, versions,
+from sendit.run_folder import (
+    EPOCH_LOGS, INFERENCE_SUMMARY, LOCK, PREDICTIONS, RESULTS, is_run_folder, read_manifest, start_manifest,
+    update_manifest, writing,
 )
-from sendit.predict import MANIFEST, SenditModel, base_model_path, load
-from sendit.workflow import Context, model_folder_name, train_method
+from sendit.data import Splits
+from sendit.model_folder import MANIFEST, base_model_path, load
+from sendit.students import cached_teacher_logits, default_layers, kd_loss, read_json, student_from_teacher
+from sendit.workflow import Context, load_data, model_folder_name, run_hardware, train_method
 
 CACHE_DIR = ".cache"
-
-
-# ------------------------------------------------------------------------------------------------ the loss
-def kd_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, kd_ratio: float,
-    temperature: float,
-) -> tuple[torch.Tensor, dict]:
-    """The blended loss and its two terms (`ce`, and `kd` = the KL divergence at temperature T, unscaled).
-    T^2 keeps the soft term's gradients on the scale of the hard term's as T changes (Hinton et al., 2015)."""
-    T = temperature
-    ce = F.cross_entropy(student_logits, labels)
-    kl = F.kl_div(F.log_softmax(student_logits / T, -1), F.log_softmax(teacher_logits / T, -1),
-                  reduction="batchmean", log_target=True)
-    loss = (1 - kd_ratio) * ce + kd_ratio * T**2 * kl
-    return loss, {"ce": ce.detach(), "kd": kl.detach()}
-
-
-# ------------------------------------------------------------------------------------------------ students
-def default_layers(teacher_layers: int, student_layers: int) -> list[int]:
-    """Every (teacher / student)-th layer from the first: 6 -> 3 keeps 0,2,4 and 12 -> 6 keeps 0,2,..,10 (DistilBERT's
-    "one layer out of two"); 12 -> 3 keeps 0,4,8."""
-    if not 1 <= student_layers <= teacher_layers:
-        raise ConfigError(f"a student of {student_layers} layers cannot be taken from a teacher of {teacher_layers} "
-                          f"layers: choose 1 to {teacher_layers}.")
-    return [i * teacher_layers // student_layers for i in range(student_layers)]
-
-
-def layer_stack(model: nn.Module) -> str:
-    """Name of the model's list of transformer layers (`bert.encoder.layer`, `model.decoder.layers`, ...)."""
-    n = num_layers(model.config)
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == n:
-            return name
-    raise ModelError(f"no list of {n} transformer layers found in {type(model).__name__}; pass --student-model "
-                     f"to distil into a model of your choice instead.")
-
-
-def student_from_teacher(teacher: PreTrainedModel, layers: list[int]) -> PreTrainedModel:
-    """The teacher's architecture with only `layers` (in that order); embeddings, final norms, pooler and head are
-    copied as they are. `teacher` must be a plain transformers model (adapters merged)."""
-    n = num_layers(teacher.config)
-    if not layers or len(set(layers)) != len(layers) or not all(0 <= i < n for i in layers):
-        raise ConfigError(f"--layers {','.join(map(str, layers))}: give distinct layer indices from 0 to {n - 1} "
-                          f"(the teacher has {n} layers).")
-    stack = layer_stack(teacher)
-    config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = len(layers)
-    if getattr(config, "layer_types", None):
-        config.layer_types = [config.layer_types[i] for i in layers]
-    student = type(teacher)(config)
-    new_index = {old: new for new, old in enumerate(layers)}
-    in_stack = re.compile(rf"^{re.escape(stack)}\.(\d+)\.(.+)$")
-    state = {}
-    for key, tensor in teacher.state_dict().items():
-        m = in_stack.match(key)
-        if m is None:
-            state[key] = tensor
-        elif int(m[1]) in new_index:
-            state[f"{stack}.{new_index[int(m[1])]}.{m[2]}"] = tensor
-    student.load_state_dict(state, strict=True)
-    return student
-
-
-# ------------------------------------------------------------------------------------------------ teacher cache
-def _hash_file(h, path: Path) -> None:
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-
-
-def _weight_files(folder: Path) -> list[Path]:
-    """Weights and configs; not sendit_model.json, which names paths (it is hashed through the base model)."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix in (".safetensors", ".bin", ".json") and p.name != MANIFEST)
-
-
-def cache_key(teacher_dir: Path, train: Encoded, max_length: int) -> str:
-    """Hash of the teacher (its weight and config files, and its base model's when that is a local folder), the
-    tokenised training ids and max_length: any change to one of them gives a new key."""
-    teacher_dir = Path(teacher_dir)
-    h = hashlib.sha256()
-    manifest = read_json(teacher_dir / MANIFEST)
-    base = resolve(base_model_path(teacher_dir, manifest))
-    h.update(f"method={manifest['method']}".encode())
-    folders = [teacher_dir]
-    if not Path(base).is_dir():
-        h.update(f"base={base}".encode())  # a hub id: its weights are not ours to hash
-    elif not Path(base).resolve().is_relative_to(teacher_dir.resolve()):
-        folders.append(Path(base))
-    for folder in folders:
-        for path in _weight_files(folder):
-            h.update(path.relative_to(folder).as_posix().encode())
-            _hash_file(h, path)
-    h.update(f"max_length={max_length}".encode())
-    h.update(train.lengths.tobytes())
-    h.update(np.fromiter((t for ids in train.input_ids for t in ids), dtype=np.int64).tobytes())
-    return h.hexdigest()[:20]
-
-
-@torch.inference_mode()
-def logits_over(model: nn.Module, data: Encoded, accelerator: Accelerator, batch_size: int = 256) -> torch.Tensor:
-    """Raw logits for every row, in input order (longest first in large batches: little padding)."""
-    model.eval()
-    order = np.argsort(-data.lengths, kind="stable")
-    out = None
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size].tolist()
-        b = collate(data, idx, accelerator.device)
-        with accelerator.autocast():
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float().cpu()
-        if out is None:
-            out = torch.empty(len(data), logits.shape[-1])
-        out[idx] = logits
-    return out
-
-
-def cached_teacher_logits(
-    teacher: Callable[[], SenditModel], teacher_dir: Path, train: Encoded, max_length: int, cache_dir: Path,
-    accelerator: Accelerator, batch_size: int = 256, log: Callable[[str], None] = print,
-) -> tuple[torch.Tensor, Path]:
-    """The teacher's logits over the training set: computed once (`teacher()` is called only then), stored in
-    `cache_dir/teacher-<key>.safetensors`, read back on every later call with the same teacher and data."""
-    path = Path(cache_dir) / f"teacher-{cache_key(teacher_dir, train, max_length)}.safetensors"
-    if accelerator.is_main_process and not path.exists():
-        t0 = time.perf_counter()
-        logits = logits_over(teacher().model, train, accelerator, batch_size)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({"logits": logits.contiguous()}, str(tmp))
-        tmp.replace(path)
-        log(f"teacher logits over {len(train)} training tweets: {time.perf_counter() - t0:.0f} s, cached in {path}")
-    elif accelerator.is_main_process:
-        log(f"teacher logits reused from {path}")
-    accelerator.wait_for_everyone()
-    return load_file(str(path))["logits"], path
 
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -210,10 +74,6 @@ def teacher_folder(path: str | None) -> Path:
         hint = f" It looks like a run folder: pass one of its model folders, e.g. {folder / subs[0]}." if subs else ""
         raise ModelError(f"--teacher '{path}' is not a sendit model folder (no {MANIFEST}).{hint}")
     return folder
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
 
 
 def model_depth(folder: Path) -> int:
@@ -253,11 +113,9 @@ def _with_tokenizer(ctx: Context, tokenizer) -> Context:
     train = encode(tokenizer, s.train.texts, s.train.labels, m)
     if train.input_ids == ctx.encoded["train"].input_ids and train.pad_id == ctx.encoded["train"].pad_id:
         return ctx
-    new = copy.copy(ctx)
-    new.tokenizer = tokenizer
-    new.encoded = {"train": train, "val": encode(tokenizer, s.val.texts, s.val.labels, m)}
-    new.encoded_tests = {k: encode(tokenizer, t.texts, t.labels, m) for k, t in ctx.test_sets.items()}
-    return new
+    return dataclasses.replace(
+        ctx, tokenizer=tokenizer, encoded={"train": train, "val": encode(tokenizer, s.val.texts, s.val.labels, m)},
+        encoded_tests={k: encode(tokenizer, t.texts, t.labels, m) for k, t in ctx.test_sets.items()})
 
 
 def distill_stage(ctx: Context, stage: Stage, teacher_dir: Path, d: DistillConfig, seed: int) -> Path:
@@ -268,11 +126,12 @@ def distill_stage(ctx: Context, stage: Stage, teacher_dir: Path, d: DistillConfi
     if folder.resolve() == teacher_dir.resolve():
         raise ConfigError(f"the student {stage.label} would overwrite its teacher {teacher_dir}; choose another "
                           f"--method or layer count.")
-    teacher = functools.cache(lambda: load(teacher_dir, precision=cfg.train.precision))
+    precision = resolve_precision(cfg.train.precision, acc.device)
+    teacher = functools.cache(lambda: load(teacher_dir, precision=precision))
     teacher_tok = load_tokenizer(str(teacher_dir))
     train = encode(teacher_tok, ctx.splits.train.texts, ctx.splits.train.labels, cfg.data.max_length)
     soft, cache = cached_teacher_logits(teacher, teacher_dir, train, cfg.data.max_length, ctx.run_dir / CACHE_DIR,
-                                        acc, cfg.train.eval_batch_size, ctx.log)
+                                        acc, cfg.train.eval_batch_size, ctx.log, precision=precision)
     if ctx.main():
         shutil.rmtree(folder, ignore_errors=True)  # no files of an earlier student of this name stay behind
     if stage.student_model:
@@ -327,9 +186,19 @@ def distill(cfg: RunConfig, d: DistillConfig, out: str | Path | None = None, rep
     get_method(d.method)  # fail on a typo before any work
     stages = plan_stages(d, model_depth(teacher))
     run_dir = Path(out) if out else teacher.parent
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and [e for e in run_dir.iterdir() if e.name != LOCK] and not is_run_folder(run_dir):
+        raise ConfigError(f"--out '{run_dir}' already exists, is not empty and is not a sendit run folder, so no "
+                          f"students are written into it. Pass another --out.")
+    splits = load_data(cfg)  # every data file read before anything is written
+    # Under `accelerate launch` every process runs this; the main one owns the folder (one writer at a time).
+    with writing(run_dir) if os.environ.get("RANK", "0") == "0" else nullcontext(run_dir):
+        return _distill_into(run_dir, cfg, d, teacher, stages, splits, report, log)
+
+
+def _distill_into(run_dir: Path, cfg: RunConfig, d: DistillConfig, teacher: Path, stages: list[Stage],
+                  splits: Splits, report: bool, log: Callable[[str], None]) -> Path:
     t0 = time.perf_counter()
-    ctx = Context(cfg, run_dir, log)
+    ctx = Context.build(cfg, run_dir, log, splits)
     status = _start_manifest(ctx, teacher, stages, d)
     log(f"distillation {teacher} -> " + " -> ".join(s.label for s in stages) + f" into {run_dir}")
     for seed in cfg.seed_list():
@@ -349,7 +218,7 @@ def distill(cfg: RunConfig, d: DistillConfig, out: str | Path | None = None, rep
     if ctx.main():
         update_manifest(run_dir, finished=datetime.now().isoformat(timespec="seconds"),
                         distill_wall_time_sec=time.perf_counter() - t0)
-    ctx.accelerator.end_training()
+    ctx.accelerator.end_trackers()
     if report and ctx.main():
         from sendit.report import build_report
 
@@ -365,12 +234,8 @@ def _start_manifest(ctx: Context, teacher: Path, stages: list[Stage], d: Distill
     if not ctx.main():
         return manifest.get("status", {})
     if not manifest:
-        manifest = update_manifest(
-            run_dir, config=cfg.to_dict(), methods=[], seeds=cfg.seed_list(), versions=versions(),
-            git_commit=git_commit(), hardware=hardware(ctx.accelerator.device), data=ctx.splits.summary(),
-            started=datetime.now().isoformat(timespec="seconds"), status={},
-        )
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        manifest = start_manifest(run_dir, cfg.to_dict(), cfg.seed_list(), run_hardware(ctx), ctx.splits.summary(),
+                                  methods=[])
     names = [teacher_label(teacher)] if teacher.parent.resolve() != run_dir.resolve() else []
     for template in (RESULTS, EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS) if names else ():
         src = teacher.parent / template.format(method=names[0])
@@ -399,15 +264,6 @@ def _retention_line(run_dir: Path, student: str, teacher: str, seed: int) -> str
 
 
 # ------------------------------------------------------------------------------------------------ settings
-def _flat(raw: dict) -> dict:
-    flat: dict = {}
-    for k, v in (raw or {}).items():
-        if k in ("distill", "out"):
-            continue
-        flat.update(v if k in SECTIONS and isinstance(v, dict) else {k: v})
-    return flat
-
-
 def distill_settings(config: str | None, overrides: dict, flags: dict, out: str | None = None
                      ) -> tuple[RunConfig, DistillConfig]:
     """Settings, lowest precedence first. Data, model, method and training: defaults < the --config file < the
@@ -421,7 +277,8 @@ def distill_settings(config: str | None, overrides: dict, flags: dict, out: str 
     given = {**(file_raw.get("distill") or {}), **flags}
     teacher = teacher_folder(given.get("teacher"))
     saved = read_manifest(teacher.parent).get("config") or {}
-    flat = {**_flat(file_raw), **_flat(saved), **overrides}
+    own = ("distill", "out")  # the distill section is read below; --out is the caller's
+    flat = {**flatten(file_raw, skip=own), **flatten(saved, skip=own), **overrides}
     if not saved:
         flat.setdefault("model", base_model_path(teacher, read_json(teacher / MANIFEST)))
     d_raw = {**(saved.get("distill") or {}), **given, "teacher": str(teacher)}

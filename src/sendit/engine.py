@@ -1,16 +1,10 @@
-"""The one training loop (`fit`) and the one inference loop (`predict`), for every method.
-
-Tweets are short (OPT tokenizer: mean 22 tokens, p95 39), so batches are padded dynamically and grouped by
-length; padding every tweet to 128 would spend ~5x the compute on pad tokens. Batches are global: under
-`accelerate launch` each of N processes takes 1/N of every batch, so results do not depend on the process count.
-"""
+"""The one training loop (`fit`) and the one inference loop (`predict`), for every method, with the training
+losses and the epoch checkpoints that make a killed run resume bit-identically. Batches come from `batching.py`."""
 
 from __future__ import annotations
 
+import functools
 import math
-import os
-import pickle
-import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -20,16 +14,18 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.utils import gather_object
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from sendit.batching import Encoded, collate, length_grouped_batches, shard, token_batches, train_shard
+from sendit.checkpoint import STATE, CheckpointError, load_checkpoint, save_checkpoint, trainable_state
 from sendit.config import TrainConfig
+from sendit.device import Processes, autocast, resolve_precision
 from sendit.measure import PeakMemory, Timer
 from sendit.metrics import classification_metrics
+from sendit.verbosity import bars_disabled
 
 
 class TrainingError(RuntimeError):
@@ -41,62 +37,6 @@ class TrainingError(RuntimeError):
     def __init__(self, message: str, result: FitResult | None = None):
         super().__init__(message)
         self.result = result
-
-
-@dataclass
-class Encoded:
-    """Pre-tokenised texts (tokenised once, reused every epoch)."""
-
-    input_ids: list[list[int]]
-    labels: np.ndarray
-    pad_id: int
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
-
-
-def encode(tokenizer, texts: list[str], labels: np.ndarray | None, max_length: int) -> Encoded:
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    labels = np.zeros(len(ids), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
-    return Encoded(ids, labels, tokenizer.pad_token_id)
-
-
-def collate(data: Encoded, idx: list[int], device: torch.device) -> dict[str, torch.Tensor]:
-    width = max(len(data.input_ids[i]) for i in idx)
-    ids = torch.full((len(idx), width), data.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(idx), width), dtype=torch.long)
-    for row, i in enumerate(idx):
-        seq = data.input_ids[i]
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-    return {
-        "input_ids": ids.to(device),
-        "attention_mask": mask.to(device),
-        "labels": torch.as_tensor(data.labels[idx]).to(device),
-        "idx": torch.as_tensor(idx),
-    }
-
-
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group: int = 50) -> list[list[int]]:
-    """Shuffle, sort by length inside groups of `group` batches, then shuffle the batches: little padding,
-    still random. Deterministic in (seed, epoch), which is what makes resuming at an epoch boundary exact."""
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    batches = []
-    span = batch_size * group
-    for start in range(0, len(order), span):
-        chunk = order[start : start + span]
-        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def shard(batch: list[int], accelerator: Accelerator) -> list[int]:
-    return batch[accelerator.process_index :: accelerator.num_processes]
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -111,29 +51,21 @@ def cross_entropy(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict
 # ------------------------------------------------------------------------------------------------ inference
 @dataclass
 class Predictions:
-    probs: np.ndarray  # (n, 2), in the input order
+    logits: np.ndarray  # (n, 2), in the input order
     seconds: float
     tokens: int
 
+    @functools.cached_property
+    def probs(self) -> np.ndarray:
+        return torch.softmax(torch.from_numpy(self.logits), -1).numpy()
+
     @property
     def preds(self) -> np.ndarray:
-        return self.probs.argmax(-1)
+        return self.logits.argmax(-1)
 
     @property
     def tweets_per_sec(self) -> float:
         return len(self.probs) / self.seconds if self.seconds else float("nan")
-
-
-def token_batches(lengths: np.ndarray, batch_size: int, max_tokens: int) -> list[list[int]]:
-    """Rows longest first, cut into batches of at most `batch_size` rows and `max_tokens` padded tokens: a long
-    tweet's batch is small, so few pad tokens are computed even when there are fewer rows than `batch_size`."""
-    order = np.argsort(-lengths, kind="stable")
-    batches, i = [], 0
-    while i < len(order):
-        n = min(batch_size, max(1, max_tokens // max(int(lengths[order[i]]), 1)))
-        batches.append(order[i : i + n].tolist())
-        i += n
-    return batches
 
 
 # Padded tokens per inference batch. On CPU a batch of a few hundred rows already runs the matrix products at full
@@ -141,37 +73,49 @@ def token_batches(lengths: np.ndarray, batch_size: int, max_tokens: int) -> list
 # tweets/s with 256-token batches, 24.8 with 512 and 20.5 with 1,024; on 512 tweets all three ran at 29-32 tweets/s
 # (within the noise). A GPU wants large batches; there the row limit decides.
 MAX_TOKENS = {"cpu": 256}
+# Seconds before an inference progress bar appears: a phase that ends sooner (a small validation set) stays silent.
+PROGRESS_DELAY = 3.0
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, data: Encoded, accelerator: Accelerator, batch_size: int = 256,
-            max_tokens: int | None = None) -> Predictions:
-    """Probabilities for every row, longest first in batches of similar length (little padding), returned in
-    input order."""
+def predict(model: nn.Module, data: Encoded, accelerator: Processes | None, batch_size: int = 256,
+            max_tokens: int | None = None, precision: str = "fp32", desc: str | None = "predict") -> Predictions:
+    """Logits for every row, longest first in batches of similar length (little padding), returned in input
+    order. With `accelerator` None this process predicts every row itself (the model's device); otherwise each
+    process takes its share and all of them receive every row. `precision` ('bf16' or 'fp32') is the model's.
+    A progress bar named `desc` appears when the work takes more than a few seconds (not when quiet, nor for
+    desc None: a caller with its own bar)."""
     model.eval()
-    max_tokens = max_tokens or MAX_TOKENS.get(accelerator.device.type, batch_size * 128)
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    max_tokens = max_tokens or MAX_TOKENS.get(device.type, batch_size * 128)
     batches = token_batches(data.lengths, batch_size, max_tokens)
-    idx_out, prob_out = [], []
-    with Timer(accelerator.device) as timer:
+    idx_out, logit_out = [], []
+    main = accelerator is None or accelerator.process_index == 0
+    bar = tqdm(total=len(data), desc=desc, unit="tweet", delay=PROGRESS_DELAY, leave=False, dynamic_ncols=True,
+               disable=bars_disabled() or not main or desc is None)
+    with Timer(device) as timer, bar:
         for batch in batches:
-            mine = shard(batch, accelerator)
+            mine = shard(batch, accelerator) if accelerator is not None else batch
             if not mine:
                 continue
-            b = collate(data, mine, accelerator.device)
-            with accelerator.autocast():
+            b = collate(data, mine, device)
+            with autocast(device, precision):
                 logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            prob_out.append(torch.softmax(logits.float(), -1).cpu().numpy())
+            logit_out.append(logits.float().cpu().numpy())
             idx_out.append(np.asarray(mine))
-    if accelerator.num_processes > 1:
-        idx_out, prob_out = gather_object(idx_out), gather_object(prob_out)
-    probs = np.zeros((len(data), 2), dtype=np.float32)
+            bar.update(len(batch))
+    if accelerator is not None and accelerator.num_processes > 1:
+        idx_out, logit_out = gather_object(idx_out), gather_object(logit_out)
+    out = np.zeros((len(data), 2), dtype=np.float32)
     if idx_out:
-        probs[np.concatenate(idx_out)] = np.concatenate(prob_out)
-    return Predictions(probs, timer.seconds, int(data.lengths.sum()))
+        out = np.zeros((len(data), logit_out[0].shape[-1]), dtype=np.float32)
+        out[np.concatenate(idx_out)] = np.concatenate(logit_out)
+    return Predictions(out, timer.seconds, int(data.lengths.sum()))
 
 
-def evaluate_loss(model: nn.Module, data: Encoded, accelerator: Accelerator, batch_size: int) -> dict:
-    p = predict(model, data, accelerator, batch_size)
+def evaluate_loss(model: nn.Module, data: Encoded, accelerator: Processes, batch_size: int,
+                  precision: str = "fp32") -> dict:
+    p = predict(model, data, accelerator, batch_size, precision=precision, desc="validation")
     nll = -np.log(np.clip(p.probs[np.arange(len(data)), data.labels], 1e-12, None)).mean()
     m = classification_metrics(data.labels, p.preds)
     return {"loss": float(nll), "accuracy": m["accuracy"], "f1": m["f1_macro"]}
@@ -217,8 +161,31 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
         return torch.optim.AdamW(groups, lr=lr, foreach=True)
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone().cpu() for n, p in model.named_parameters() if p.requires_grad}
+@dataclass
+class _Loop:
+    """What every epoch of one `fit` shares."""
+
+    model: nn.Module  # as driven: DDP-wrapped and/or compiled
+    unwrapped: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    trainable: list
+    cfg: TrainConfig
+    processes: Processes
+    precision: str
+    loss_fn: LossFn
+    batches_per_epoch: int
+    steps_per_epoch: int
+
+
+@dataclass
+class _Epoch:
+    train_loss: float
+    seen: int
+    tokens: int
+    seconds: float
+    lr: float  # the mean rate of the epoch's optimizer steps, not the rate after its last one
+    extras: dict
 
 
 def fit(
@@ -227,199 +194,147 @@ def fit(
     val: Encoded,
     cfg: TrainConfig,
     lr: float,
-    accelerator: Accelerator,
+    accelerator: Processes,
     seed: int,
     loss_fn: LossFn = cross_entropy,
     checkpoint_dir: Path | None = None,
     log: Callable[[str], None] = print,
     desc: str = "train",
     max_batches: int | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> FitResult:
     """Train `model` (already frozen/wrapped by its method) with AdamW and linear warm-up/decay, validate each
-    epoch, stop early on validation F1, and leave the best epoch's weights in the model."""
-    world = accelerator.num_processes
+    epoch, stop early on validation F1, and leave the best epoch's weights in the model. `on_epoch(epoch, row)`
+    sees each epoch's log row once it is checkpointed; an exception it raises (a pruned `sendit tune` trial)
+    ends training there. Runtime and peak memory cover training and validation only, not the best-epoch
+    snapshots and checkpoint writes, and add up over a resumed run's segments."""
+    loop = _setup(model, train, cfg, lr, accelerator, loss_fn, max_batches)
+    result, best_state, bad_epochs, start_epoch = FitResult(), None, 0, 1
+    if checkpoint_dir is not None and (checkpoint_dir / STATE).exists():
+        try:
+            start_epoch, progress, best_state, bad_epochs = load_checkpoint(checkpoint_dir, loop.unwrapped,
+                                                                            loop.optimizer, loop.scheduler)
+        except CheckpointError as e:
+            raise TrainingError(str(e)) from None
+        result = FitResult(**progress)
+        log(f"resuming {desc} from the checkpoint after epoch {start_epoch - 1}")
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if result.stopped == "early_stopping":
+            break
+        with PeakMemory(accelerator.device) as mem, Timer(accelerator.device) as measured:
+            e = _train_epoch(loop, train, seed, epoch, f"{desc} epoch {epoch}/{cfg.epochs}")
+            if not math.isfinite(e.train_loss):
+                _diverged(loop, result, best_state, desc, epoch, e.train_loss, lr)
+            v = evaluate_loss(loop.model, val, accelerator, cfg.eval_batch_size, loop.precision)
+        result.runtime_sec += measured.seconds
+        result.peak_memory_mb = max(result.peak_memory_mb, mem.peak_mb)
+        result.memory_delta_mb = max(result.memory_delta_mb, mem.delta_mb)
+        result.train_examples, result.train_tokens = result.train_examples + e.seen, result.train_tokens + e.tokens
+        result.train_seconds += e.seconds
+        row = {
+            "epoch": epoch, "train_loss": e.train_loss, "val_loss": v["loss"], "val_accuracy": v["accuracy"],
+            "val_f1": v["f1"], "lr": e.lr, "epoch_time_sec": e.seconds, "train_tweets_per_sec": e.seen / e.seconds,
+            **{f"train_{k}": x for k, x in e.extras.items()},
+        }
+        result.history.append(row)
+        accelerator.log({f"{desc}/train/loss": e.train_loss, f"{desc}/val/loss": v["loss"],
+                         f"{desc}/val/accuracy": v["accuracy"], f"{desc}/val/f1": v["f1"]}, step=epoch)
+        log(f"{desc} epoch {epoch}: train loss {e.train_loss:.4f}  val loss {v['loss']:.4f}  "
+            f"val acc {v['accuracy']:.4f}  val F1 {v['f1']:.4f}  ({e.seen / e.seconds:.0f} tweets/s)")
+        if v["f1"] > result.best_val_f1:
+            result.best_val_f1, result.best_val_accuracy, result.best_epoch = v["f1"], v["accuracy"], epoch
+            best_state, bad_epochs = trainable_state(loop.unwrapped), 0
+        else:
+            bad_epochs += 1
+            if bad_epochs >= cfg.patience:
+                result.stopped = "early_stopping"
+        result.epochs_run = epoch
+        if checkpoint_dir is not None and accelerator.is_main_process:
+            save_checkpoint(checkpoint_dir, epoch, loop.unwrapped, loop.optimizer, loop.scheduler, vars(result),
+                            best_state, bad_epochs)
+        accelerator.wait_for_everyone()
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+    if best_state is not None:
+        loop.unwrapped.load_state_dict(best_state, strict=False)
+    return result
+
+
+def _setup(model: nn.Module, train: Encoded, cfg: TrainConfig, lr: float, processes: Processes, loss_fn: LossFn,
+           max_batches: int | None) -> _Loop:
+    world = processes.num_processes
     if cfg.batch_size % world:
         raise TrainingError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
     if cfg.batch_size > len(train):
         raise TrainingError(f"--batch-size {cfg.batch_size} is larger than the {len(train)} training rows; "
                             f"lower it or add data")
-    unwrapped = model
-    model = accelerator.prepare_model(model)
+    driven = processes.wrap(model)
     if cfg.compile:  # opt-in: on CPU the compile time outweighs the gain of a short run (docs/speed.md)
-        model = torch.compile(model, dynamic=True)
-    optimizer = make_optimizer(unwrapped, lr, cfg.weight_decay)
+        driven = torch.compile(driven, dynamic=True)
+    optimizer = make_optimizer(model, lr, cfg.weight_decay)
     batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
     if max_batches:  # `sendit bench`: time a few batches of a full-size epoch's grouping
         batches_per_epoch = min(batches_per_epoch, max_batches)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    trainable = [p for p in unwrapped.parameters() if p.requires_grad]
+    return _Loop(driven, model, optimizer, scheduler, [p for p in model.parameters() if p.requires_grad], cfg,
+                 processes, resolve_precision(cfg.precision, processes.device), loss_fn, batches_per_epoch,
+                 steps_per_epoch)
 
-    result, best_state, bad_epochs, start_epoch = FitResult(), None, 0, 1
-    if checkpoint_dir is not None and (checkpoint_dir / "state.pt").exists():
-        start_epoch, result, best_state, bad_epochs = _load_checkpoint(checkpoint_dir, unwrapped, optimizer, scheduler)
-        log(f"resuming {desc} from the checkpoint after epoch {start_epoch - 1}")
-    lengths = train.lengths
-    t_start = time.perf_counter() - result.runtime_sec
-    with PeakMemory(accelerator.device) as mem:
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            if result.stopped == "early_stopping":
-                break
-            model.train()
-            batches = length_grouped_batches(lengths, cfg.batch_size, seed, epoch)[:batches_per_epoch]
-            bar = tqdm(batches, desc=f"{desc} epoch {epoch}/{cfg.epochs}", disable=not accelerator.is_local_main_process,
-                       mininterval=2.0, leave=False, dynamic_ncols=True)
-            loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)  # no GPU sync per step
-            extra_sums: dict[str, float] = {}
-            seen = tokens = 0
-            with Timer(accelerator.device) as epoch_timer:
-                for i, batch_idx in enumerate(bar):
-                    window_start = (i // cfg.grad_accum) * cfg.grad_accum
-                    window = min(cfg.grad_accum, batches_per_epoch - window_start)
-                    sync = (i + 1) % cfg.grad_accum == 0 or i + 1 == batches_per_epoch
-                    b = collate(train, shard(batch_idx, accelerator), accelerator.device)
-                    with nullcontext() if sync or world == 1 else accelerator.no_sync(model):
-                        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
-                        loss, extras = loss_fn(logits, b)
-                        accelerator.backward(loss / window)
-                    if sync:
-                        if cfg.max_grad_norm:
-                            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                        optimizer.step()
-                        scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    loss_sum += loss.detach().double()
-                    for k, v in extras.items():
-                        extra_sums[k] = extra_sums.get(k, 0.0) + float(v)
-                    seen += len(batch_idx)
-                    tokens += int(lengths[batch_idx].sum())
-                    if (i + 1) % cfg.log_every == 0:
-                        elapsed = time.perf_counter() - epoch_timer.t0
-                        bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.4f}", tweets_s=f"{seen / elapsed:.0f}")
-            if world > 1:  # each process summed the losses of its own slices: the epoch's loss is their mean
-                loss_sum = accelerator.reduce(loss_sum, "mean")
-            train_loss = loss_sum.item() / len(batches)
-            if not math.isfinite(train_loss):
-                if best_state is not None:
-                    unwrapped.load_state_dict(best_state, strict=False)
-                kept = (f"the model keeps epoch {result.best_epoch}'s weights, the best so far"
-                        if best_state is not None else "it was the first epoch, so there are no earlier weights to keep")
-                raise TrainingError(
-                    f"{desc}: the training loss became {train_loss} in epoch {epoch}. Lower the learning rate "
-                    f"(now {lr:g}) or use --precision fp32; {kept}.", result if best_state is not None else None
-                )
-            result.train_examples += seen
-            result.train_tokens += tokens
-            result.train_seconds += epoch_timer.seconds
-            v = evaluate_loss(model, val, accelerator, cfg.eval_batch_size)
-            row = {
-                "epoch": epoch, "train_loss": train_loss, "val_loss": v["loss"], "val_accuracy": v["accuracy"],
-                "val_f1": v["f1"], "lr": scheduler.get_last_lr()[0], "epoch_time_sec": epoch_timer.seconds,
-                "train_tweets_per_sec": seen / epoch_timer.seconds,
-                **{f"train_{k}": s / len(batches) for k, s in extra_sums.items()},
-            }
-            result.history.append(row)
-            accelerator.log({f"{desc}/train/loss": train_loss, f"{desc}/val/loss": v["loss"],
-                             f"{desc}/val/accuracy": v["accuracy"], f"{desc}/val/f1": v["f1"]}, step=epoch)
-            log(f"{desc} epoch {epoch}: train loss {train_loss:.4f}  val loss {v['loss']:.4f}  "
-                f"val acc {v['accuracy']:.4f}  val F1 {v['f1']:.4f}  ({seen / epoch_timer.seconds:.0f} tweets/s)")
-            if v["f1"] > result.best_val_f1:
-                result.best_val_f1, result.best_val_accuracy, result.best_epoch = v["f1"], v["accuracy"], epoch
-                best_state, bad_epochs = trainable_state(unwrapped), 0
-            else:
-                bad_epochs += 1
-                if bad_epochs >= cfg.patience:
-                    result.stopped = "early_stopping"
-            result.epochs_run = epoch
-            result.runtime_sec = time.perf_counter() - t_start
-            if checkpoint_dir is not None and accelerator.is_main_process:
-                _save_checkpoint(checkpoint_dir, epoch, unwrapped, optimizer, scheduler, result, best_state, bad_epochs)
-            accelerator.wait_for_everyone()
-    result.runtime_sec = time.perf_counter() - t_start
-    result.peak_memory_mb, result.memory_delta_mb = mem.peak_mb, mem.delta_mb
+
+def _train_epoch(loop: _Loop, train: Encoded, seed: int, epoch: int, desc: str) -> _Epoch:
+    """One pass over the epoch's length-grouped batches, with gradient accumulation over `grad_accum` batches."""
+    cfg, procs, model, lengths = loop.cfg, loop.processes, loop.model, train.lengths
+    world, accum, n = procs.num_processes, cfg.grad_accum, loop.batches_per_epoch
+    model.train()
+    batches = length_grouped_batches(lengths, cfg.batch_size, seed, epoch)[:n]
+    bar = tqdm(batches, desc=desc, unit="batch", disable=not procs.is_local_main_process or bars_disabled(),
+               mininterval=2.0, leave=False, dynamic_ncols=True)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=procs.device)  # no GPU sync per step
+    extra_sums: dict[str, float] = {}
+    seen = tokens = 0
+    lr_sum = 0.0
+    with Timer(procs.device) as timer:
+        for i, batch_idx in enumerate(bar):
+            window = min(accum, n - (i // accum) * accum)  # the last window of an epoch may be shorter
+            sync = (i + 1) % accum == 0 or i + 1 == n
+            rows, weight = train_shard(batch_idx, procs)
+            b = collate(train, rows, procs.device)
+            with nullcontext() if sync or world == 1 else model.no_sync():
+                with autocast(procs.device, loop.precision):
+                    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                loss, extras = loop.loss_fn(logits.float(), b)
+                (loss * weight / window).backward()
+            if sync:
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(loop.trainable, cfg.max_grad_norm)
+                lr_sum += loop.optimizer.param_groups[0]["lr"]
+                loop.optimizer.step()
+                loop.scheduler.step()
+                loop.optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach().double() * weight
+            for k, v in extras.items():
+                extra_sums[k] = extra_sums.get(k, 0.0) + float(v)
+            seen += len(batch_idx)
+            tokens += int(lengths[batch_idx].sum())
+            if (i + 1) % cfg.log_every == 0:
+                elapsed = time.perf_counter() - timer.t0
+                bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.4f}", tweets_s=f"{seen / elapsed:.0f}")
+    if world > 1:  # each process summed its slices' share-weighted losses: their mean sums the batch means
+        loss_sum = procs.reduce(loss_sum, "mean")
+    return _Epoch(loss_sum.item() / len(batches), seen, tokens, timer.seconds, lr_sum / loop.steps_per_epoch,
+                  {k: v / len(batches) for k, v in extra_sums.items()})
+
+
+def _diverged(loop: _Loop, result: FitResult, best_state: dict | None, desc: str, epoch: int, train_loss: float,
+              lr: float) -> None:
+    """A non-finite epoch loss: back to the best epoch's weights, and a TrainingError that says what to change."""
     if best_state is not None:
-        unwrapped.load_state_dict(best_state, strict=False)
-    return result
-
-
-# ------------------------------------------------------------------------------------------------ checkpoints
-# A checkpoint folder holds `state.pt` (optimizer, scheduler, RNG states, progress) and the epoch's weights as
-# `trainable-epoch{N}.safetensors` / `best-epoch{N}.safetensors`. `state.pt` is the commit point: the weights of
-# epoch N are written first under new names, then `state.pt` is replaced atomically (os.replace), then older
-# epochs' files are deleted. A kill at any moment leaves a `state.pt` whose files all exist, never half of one.
-STATE = "state.pt"
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": {"state": list(py_state[1]), "gauss_next": py_state[2]},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    random.setstate((3, tuple(state["python"]["state"]), state["python"]["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _save_checkpoint(folder: Path, epoch: int, model, optimizer, scheduler, result, best_state, bad_epochs) -> None:
-    """Everything needed to continue after `epoch` (weights as safetensors; optimizer, scheduler, RNG states and
-    progress in `state.pt`), committed by an atomic replace of `state.pt`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {"trainable": f"trainable-epoch{epoch}.safetensors"}
-    save_file(trainable_state(model), str(folder / files["trainable"]))
-    if best_state is not None:
-        files["best"] = f"best-epoch{epoch}.safetensors"
-        save_file(best_state, str(folder / files["best"]))
-    for name in files.values():
-        _fsync(folder / name)
-    state = {
-        "epoch": epoch, "files": files, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "rng": _rng_state(), "result": dict(vars(result)), "bad_epochs": bad_epochs,
-    }
-    tmp = folder / f".{STATE}.tmp"
-    torch.save(state, tmp)
-    _fsync(tmp)
-    os.replace(tmp, folder / STATE)
-    for old in folder.glob("*.safetensors"):
-        if old.name not in files.values():
-            old.unlink(missing_ok=True)
-
-
-def _load_checkpoint(folder: Path, model, optimizer, scheduler):
-    """Restore what `_save_checkpoint` wrote; `torch.load` runs with weights_only=True (tensors and plain Python
-    values only, nothing unpickled into code)."""
-    try:
-        state = torch.load(folder / STATE, weights_only=True)
-        weights = load_file(str(folder / state["files"]["trainable"]))
-        best = load_file(str(folder / state["files"]["best"])) if "best" in state["files"] else None
-    except pickle.UnpicklingError:
-        raise TrainingError(f"the checkpoint in {folder} holds more than tensors and plain values, so it was not "
-                            f"loaded (tampered with?). Delete that folder to restart this method from epoch 1 when "
-                            f"resuming.") from None
-    except Exception as e:  # a checkpoint from another version, or damaged on disk: say so, do not guess
-        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise TrainingError(f"the checkpoint in {folder} cannot be read ({type(e).__name__}: {why}). Delete that "
-                            f"folder to restart this method from epoch 1 when resuming.") from None
-    model.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
-    return state["epoch"] + 1, FitResult(**state["result"]), best, state["bad_epochs"]
+        loop.unwrapped.load_state_dict(best_state, strict=False)
+    kept = (f"the model keeps epoch {result.best_epoch}'s weights, the best so far"
+            if best_state is not None else "it was the first epoch, so there are no earlier weights to keep")
+    raise TrainingError(
+        f"{desc}: the training loss became {train_loss} in epoch {epoch}. Lower the learning rate "
+        f"(now {lr:g}) or use --precision fp32; {kept}.", result if best_state is not None else None
+    )

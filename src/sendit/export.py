@@ -3,8 +3,9 @@
 The merged export (the default) holds config.json (id2label 0 = negative, 1 = positive), model.safetensors and the
 tokenizer: LoRA/DoRA/IA3 adapters are folded into the base weights (peft `merge_and_unload`), BitFit's biases and
 the trained head are written into the base model's tensors, a full fine-tune is copied. It loads with
-`transformers.pipeline("text-classification", model=DIR)` and gives the sendit model's predictions on the same
-(normalised) text. `--no-merge` keeps an adapter method's small peft adapter folder instead (needs peft and the
+`transformers.pipeline("text-classification", model=DIR)` and gives the sendit model's predictions on raw tweets: the
+tweet normalisation is built into the exported tokenizer. `--no-merge` keeps an adapter method's small peft adapter
+folder instead (needs peft and the
 base model to load). Either folder also carries sendit_model.json, so `sendit predict` and `sendit.load` take it.
 """
 
@@ -20,20 +21,37 @@ from pathlib import Path
 
 from sendit.config import ConfigError
 
-ADAPTER_METHODS = ("lora", "dora", "ia3")
-MANIFEST = "sendit_model.json"  # = sendit.predict.MANIFEST, repeated to keep this module's import torch-free
+MANIFEST = "sendit_model.json"  # = sendit.model_folder.MANIFEST, repeated to keep this module's import torch-free
 
-# The same rules as sendit.data.normalize_tweet, written out for users of the exported folder who have no sendit
-# (tests/test_export.py checks that the two agree).
-NORMALIZE_SNIPPET = '''\
-import html, re
 
-def normalize_tweet(text: str) -> str:
-    text = html.unescape(text)
-    text = re.sub(r"(https?://\\S+|www\\.\\S+)", "http", text, flags=re.IGNORECASE)
-    text = re.sub(r"@\\w+", "@user", text)
-    return re.sub(r"\\s+", " ", text).strip()
-'''
+def add_tweet_normalizer(tokenizer) -> bool:
+    """Build sendit's tweet normalisation (sendit.data.TWEET_RULES: HTML entities, URLs -> 'http', @mentions ->
+    '@user', whitespace) into a fast tokenizer's own normalizer, ahead of the one it has (BERT's lower-casing), so
+    that the saved folder turns raw tweets into the text the model was trained on. False for a tokenizer without
+    a `tokenizers` backend, which keeps its normalizer."""
+    from tokenizers import Regex, normalizers
+
+    from sendit.data import TWEET_RULES
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    steps = [normalizers.Replace(Regex(pattern), replacement) for pattern, replacement in TWEET_RULES]
+    if backend.normalizer is not None:
+        steps.append(backend.normalizer)
+    backend.normalizer = normalizers.Sequence(steps)
+    return True
+
+
+def normalize_snippet() -> str:
+    """sendit.data.normalize_tweet as standalone Python, for a model card whose tokenizer could not take the rules."""
+    from sendit.data import TWEET_RULES
+
+    rules = "".join(f"    ({pattern!r}, {replacement!r}),\n" for pattern, replacement in TWEET_RULES)
+    return (f"import re\n\nRULES = [\n{rules}]\n\n\ndef normalize_tweet(text: str) -> str:\n"
+            "    for pattern, replacement in RULES:\n"
+            "        text = re.sub(pattern, replacement, text)\n"
+            "    return text\n")
 
 
 def export_command(args: argparse.Namespace) -> int:
@@ -52,48 +70,93 @@ def export(model_dir: str | Path, out: str | Path, merge: bool = True, overwrite
             folder for lora/dora/ia3 (bitfit, head and full always export a whole model).
         overwrite: replace an existing non-empty out.
     """
-    from sendit.predict import load
+    from sendit.run_folder import mark, shareable
+    from sendit.model_folder import load
 
     src, out = Path(model_dir), Path(out)
-    if out.exists() and out.resolve() == src.resolve():
-        raise ConfigError(f"--out {out} is the model folder being exported; choose another folder.")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ConfigError(f"--out {out} already exists and is not empty. Pass --overwrite to replace it, "
-                          f"or choose another folder.")
+    _check_out(src, out, overwrite)
     model = load(src, merge=True, precision="fp32") if merge or not _is_adapter(src) else None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    old = out.parent / f"{tmp.name}.old"
     try:
         if model is None:
             manifest = _write_adapter(src, tmp)
         else:
             manifest = _write_merged(model, src, tmp)
+        manifest["sendit"] = mark("export")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         (tmp / "README.md").write_text(_model_card(manifest))
-        # mkdtemp makes 0700 and transformers writes weights 0600: make the folder as shareable as any other.
-        os.chmod(tmp, 0o777 & ~_umask())
+        shareable(tmp, folder=True)
         for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~_umask())
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
+            shareable(f)
+        if out.exists():  # an export _check_out allowed to replace: moved aside, so out is never missing for long
+            os.replace(out, old)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)
         raise
+    shutil.rmtree(old, ignore_errors=True)
     return out
 
 
-def _is_adapter(src: Path) -> bool:
+def _check_out(src: Path, out: Path, overwrite: bool) -> None:
+    """--out may be new, an empty folder, or (with --overwrite) an earlier export: never anything else, and never
+    a folder that holds the model being exported or its base model."""
+    from sendit.run_folder import holder_of
+
+    if not out.exists():
+        return
+    if out.resolve() == src.resolve():
+        raise ConfigError(f"--out {out} is the model folder being exported; choose another folder.")
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, which an export never replaces; choose another folder.")
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ConfigError(f"--out {out} already exists and is not empty. Pass --overwrite to replace it, "
+                          f"or choose another folder.")
+    held = holder_of(out, {"the model folder being exported": src, "its base model":
+                           _read_manifest(src).get("base_model"), "the working directory": Path.cwd()})
+    if held:
+        raise ConfigError(f"--out {out} holds {held}, so --overwrite would delete it; it is left alone. Choose "
+                          f"another folder.")
+    if not _is_export(out):
+        raise ConfigError(f"--out {out} already exists and is not a sendit export (no {MANIFEST} written by "
+                          f"sendit export), so it is left alone, even with --overwrite. Choose another folder.")
+
+
+def _read_manifest(folder: Path) -> dict:
     try:
-        return json.loads((src / MANIFEST).read_text()).get("method") in ADAPTER_METHODS
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _is_export(folder: Path) -> bool:
+    """Written by `sendit export`: its manifest carries the export mark, or (exports from before the mark) the
+    `exported_from` key that only an export writes."""
+    manifest = _read_manifest(folder)
+    own = manifest.get("sendit")
+    return (isinstance(own, dict) and own.get("kind") == "export") or "exported_from" in manifest
+
+
+def _is_adapter(src: Path) -> bool:
+    from sendit.methods import METHODS
+
+    try:
+        method = METHODS.get(json.loads((src / MANIFEST).read_text()).get("method"))
     except (OSError, ValueError, AttributeError):  # not a model folder: load() says so, with a hint
         return False
+    return bool(method and method.is_adapter)
 
 
 def _write_merged(sendit_model, src: Path, folder: Path) -> dict:
     from sendit.models import ID2LABEL, LABEL2ID
+    from sendit.verbosity import quiet_libraries
 
     model, tokenizer, manifest = sendit_model.model.cpu(), sendit_model.tokenizer, sendit_model.manifest
     if hasattr(model, "peft_config"):
@@ -102,18 +165,35 @@ def _write_merged(sendit_model, src: Path, folder: Path) -> dict:
     model.config.problem_type = "single_label_classification"
     # Decoder models (OPT) find each text's last token from pad_token_id; without it a batched pipeline is wrong.
     model.config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(folder, safe_serialization=True)
+    with quiet_libraries():  # transformers' "Writing model shards" bar
+        model.save_pretrained(folder, safe_serialization=True)
     # The pipeline truncates at the tokenizer's model_max_length (with truncation=True); make it the trained length.
     tokenizer.model_max_length = int(manifest.get("max_length", tokenizer.model_max_length))
     tokenizer.padding_side = "right"
-    tokenizer.save_pretrained(folder)
+    manifest = _save_tokenizer(tokenizer, manifest, folder)
     return {**manifest, "method": "full", "trained_method": manifest["method"], "merged": True,
             "exported_from": str(src.resolve())}
 
 
+def _save_tokenizer(tokenizer, manifest: dict, folder: Path) -> dict:
+    """Save the tokenizer with the tweet normalisation built in when it can take it; then sendit must not normalise
+    again (the rules are not idempotent: '&amp;lt;' -> '&lt;' -> '<'), so the returned manifest says so."""
+    if not (manifest.get("normalize", True) and add_tweet_normalizer(tokenizer)):
+        tokenizer.save_pretrained(folder)
+        return manifest
+    tokenizer.save_pretrained(folder)
+    # transformers 5 rebuilds a GPT2Tokenizer or BertTokenizer from its vocabulary, dropping tokenizer.json's
+    # normalizer; the generic fast class loads tokenizer.json as written (transformers 4 does too).
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return {**manifest, "normalize": False, "normalize_in_tokenizer": True}
+
+
 def _write_adapter(src: Path, folder: Path) -> dict:
-    from sendit.models import resolve
-    from sendit.predict import base_model_path
+    from sendit.models import load_tokenizer, resolve
+    from sendit.model_folder import base_model_path
 
     for f in src.iterdir():
         if f.is_file() and f.name not in (MANIFEST, "README.md"):
@@ -128,13 +208,8 @@ def _write_adapter(src: Path, folder: Path) -> dict:
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     if str(manifest["base_model"]).startswith(("./", "../")):  # relative to src, which the export leaves behind
         manifest["base_model"] = base
+    manifest = _save_tokenizer(load_tokenizer(str(src)), manifest, folder)
     return {**manifest, "trained_method": manifest["method"], "merged": False, "exported_from": str(src.resolve())}
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _model_card(manifest: dict) -> str:
@@ -155,14 +230,17 @@ def _model_card(manifest: dict) -> str:
         "",
         "```python", *code, "```",
     ]
-    if manifest.get("normalize", True):
+    if manifest.get("normalize_in_tokenizer"):
+        lines += ["", ("Pass raw tweets: the tokenizer normalises them as sendit did before training (HTML entities "
+                       "unescaped, URLs -> `http`, @mentions -> `@user`, whitespace collapsed).")]
+    elif manifest.get("normalize", True):
         lines += [
             "",
             ("The training tweets were normalised first (HTML entities unescaped, URLs -> `http`, @mentions -> "
              "`@user`, whitespace collapsed). A plain pipeline does not do this: normalise raw tweets the same way "
              "to get the predictions of `sendit predict` (which does it for you):"),
             "",
-            "```python", NORMALIZE_SNIPPET.rstrip(), "",
+            "```python", normalize_snippet().rstrip(), "",
             "clf([normalize_tweet(t) for t in tweets], truncation=True)" if manifest["merged"] else "",
             "```",
         ]

@@ -13,11 +13,15 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from sendit.verbosity import quiet_libraries, say
+
 EMBEDDED = "embedded"
 ID2LABEL = {0: "negative", 1: "positive"}
 LABEL2ID = {v: k for k, v in ID2LABEL.items()}
 # Attribute names of the classification head on Hugging Face *ForSequenceClassification models.
 HEAD_NAMES = ("classifier", "score", "classification_head", "logits_proj")
+# The model attribute naming the parameters that no pretrained checkpoint supplied (set where models are built).
+NEW_PARAMETERS = "sendit_new_parameters"
 
 
 class ModelError(ValueError):
@@ -95,7 +99,8 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     path = resolve(name)
     _check_exists(path, marker=None)
     try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        with quiet_libraries():
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise ModelError(f"could not load a tokenizer for '{name}': " + _why(e, "Offline? Hub models need internet "
                          "the first time; pass a local folder or 'embedded' otherwise.")) from None
@@ -107,20 +112,34 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     return tok
 
 
-def load_model(name: str, tokenizer, trust_remote_code: bool = False, dtype: torch.dtype | None = None) -> nn.Module:
-    """A 2-label sequence classifier with our id2label and the tokenizer's pad token wired in."""
+def load_model(name: str, tokenizer, trust_remote_code: bool = False, dtype: torch.dtype | None = None,
+               announce: bool = False) -> nn.Module:
+    """A 2-label sequence classifier with our id2label and the tokenizer's pad token wired in. With `announce`, a
+    base model without a 2-label head says (once) that a new one is trained; a saved model's head is loaded over
+    the new one afterwards, so loading a trained model announces nothing."""
     path = resolve(name)
     _check_exists(path)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, trust_remote_code=trust_remote_code,
-            ignore_mismatched_sizes=True, dtype=dtype or torch.float32,
-        )
+        with quiet_libraries():  # their "MISSING ... newly initialized" table: sendit says it in its own words
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, trust_remote_code=trust_remote_code,
+                ignore_mismatched_sizes=True, dtype=dtype or torch.float32, output_loading_info=True,
+            )
     except (OSError, ValueError) as e:
         raise ModelError(f"could not load model '{name}': " + _why(e, "Offline? Pass a local folder or "
                          "'embedded'.")) from None
     model.config.pad_token_id = tokenizer.pad_token_id
+    # Parameters the checkpoint lacked (a new head, DistilBERT's pre_classifier, a pooler) or held in another shape
+    # start random: methods that save only what they trained save these too (methods/partial.py).
+    setattr(model, NEW_PARAMETERS, set(info["missing_keys"]) | {k[0] for k in info["mismatched_keys"]})
+    new_head = any(k.split(".")[0] in HEAD_NAMES for k in getattr(model, NEW_PARAMETERS))
+    if announce and new_head and name not in _ANNOUNCED:
+        _ANNOUNCED.add(name)
+        say(f"{name}: new classification head (2 labels), trained by each method")
     return model
+
+
+_ANNOUNCED: set[str] = set()  # base models whose new head was announced: once per process, not once per method
 
 
 def _why(e: Exception, fix: str) -> str:
@@ -137,7 +156,9 @@ def model_from_config(config, tokenizer, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     config.num_labels, config.id2label, config.label2id = 2, ID2LABEL, LABEL2ID
     config.pad_token_id = tokenizer.pad_token_id
-    return AutoModelForSequenceClassification.from_config(config)
+    model = AutoModelForSequenceClassification.from_config(config)
+    setattr(model, NEW_PARAMETERS, {n for n, _ in model.named_parameters()})  # no checkpoint: all are new
+    return model
 
 
 def model_type(model: nn.Module) -> str:

@@ -1,126 +1,136 @@
-"""Saved model folders: writing them, loading them back, and predicting with them.
+"""`sendit predict`: texts or a (large) CSV in, the input's columns plus `prediction` and `prob_positive` out.
 
-A model folder (RUN_DIR/<method>) holds `sendit_model.json` (method, base model, preprocessing), the tokenizer,
-and what the method trained: a peft adapter (lora, dora, ia3), the trained tensors (bitfit, head), or the whole
-model (full).
+A CSV is streamed in chunks, so memory stays bounded however many rows it has (the 1.6M-row Sentiment140 file
+included); the output is written to a temporary file and renamed into place at the end, or streamed to stdout
+with `--output -`. The gold-label column of a labelled input (`label`, `target`) is kept as it is, so the output
+pairs truth and prediction the way a run's `{method}_inference_predictions.csv` does.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import argparse
+import csv
+import itertools
+import os
+import sys
+import time
 from pathlib import Path
+from typing import Iterable
 
-import numpy as np
-import torch
-from accelerate import Accelerator
-from torch import nn
+import pandas as pd
+from tqdm.auto import tqdm
 
-from sendit.data import normalize_tweet
-from sendit.engine import Predictions, encode, predict
-from sendit.measure import size_mb
-from sendit.methods import get_method
-from sendit.models import ModelError, load_model, load_tokenizer
-from sendit.outputs import atomic_write_text
+from sendit.config import check_count
+from sendit.run_folder import temp_beside
+from sendit.model_folder import SenditModel, load
+from sendit.reading import read_chunks
+from sendit.rows import DataError
 
-MANIFEST = "sendit_model.json"
+ADDED = ("prediction", "prob_positive")
 
 
-def save_model_folder(model: nn.Module, tokenizer, folder: Path, method: str, base_model: str, info: dict) -> float:
-    """Write a model folder; returns the size in MB of the weights the method saved."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = get_method(method).save(model, folder)
-    tokenizer.save_pretrained(folder)
-    manifest = {"method": method, "base_model": base_model, **info}
-    # Written last and atomically: a folder with a manifest is a complete one.
-    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
-    return size_mb(weights)
+def predict_command(args: argparse.Namespace) -> int:
+    if not args.texts and not args.input:
+        raise DataError('nothing to predict: give texts (sendit predict MODEL_DIR "so happy") or --input FILE.csv '
+                        "(or --input - to read a CSV from stdin).")
+    if args.texts and args.input:
+        raise DataError("give either texts on the command line or --input FILE.csv, not both.")
+    check_count("--batch-size", args.batch_size)
+    check_count("--chunk-size", args.chunk_size)
+    check_output(args.output, args.input)
+    # The input's header and first chunk are read before the model loads: a wrong file fails in a moment.
+    chunks = read_chunks(args.input, args.text_column, args.chunk_size, ADDED) if args.input else None
+    first = next(chunks) if chunks is not None else None
+    model = load(args.model_dir, precision=args.precision)
+    if args.texts:
+        probs = model.predict_proba(args.texts, args.batch_size).probs[:, 1]
+        df = pd.DataFrame({"text": args.texts, "prediction": (probs >= 0.5).astype(int), "prob_positive": probs})
+        with _Output(args.output) as out:
+            df.to_csv(out, index=False, float_format="%.6f")
+        return 0
+    predict_csv(model, args.input, args.output, args.text_column, args.chunk_size, args.batch_size,
+                chunks=itertools.chain([first], chunks))
+    return 0
 
 
-@dataclass
-class SenditModel:
-    """A trained classifier: `sendit.load(RUN_DIR / "lora").predict(["what a day!"])`."""
-
-    model: nn.Module
-    tokenizer: object
-    manifest: dict
-    accelerator: Accelerator
-
-    def encode(self, texts: list[str]):
-        if self.manifest.get("normalize", True):
-            texts = [normalize_tweet(t) for t in texts]
-        return encode(self.tokenizer, texts, None, int(self.manifest.get("max_length", 128)))
-
-    def predict_proba(self, texts: list[str], batch_size: int = 256) -> Predictions:
-        texts = [texts] if isinstance(texts, str) else list(texts)  # predict("so happy") must not mean 8 texts
-        return predict(self.model, self.encode(texts), self.accelerator, batch_size)
-
-    def predict(self, texts: list[str], batch_size: int = 256) -> list[dict]:
-        """One dict per text: label (0 = negative, 1 = positive), label_name, prob_positive."""
-        probs = self.predict_proba(texts, batch_size).probs[:, 1]
-        return [
-            {"label": int(p >= 0.5), "label_name": "positive" if p >= 0.5 else "negative", "prob_positive": float(p)}
-            for p in probs
-        ]
+def check_output(output: str | None, input_path: str | None = None) -> None:
+    """--output may be stdout, a new file, or an earlier output of sendit predict: never the input itself, a
+    folder, or another file (it is replaced at the end)."""
+    if output in (None, "-"):
+        return
+    out = Path(output)
+    if out.is_dir():
+        raise DataError(f"--output '{output}' is a folder; pass a file name such as predictions.csv.")
+    if not out.exists():
+        return
+    if input_path not in (None, "-") and Path(input_path).exists() and out.samefile(input_path):
+        raise DataError(f"--output '{output}' is the --input file; writing it would replace the tweets being "
+                        f"read. Pass another --output.")
+    with open(out, "rb") as f:
+        header = f.readline().decode("utf-8", "replace")
+    if not all(c in next(csv.reader([header]), []) for c in ADDED):
+        raise DataError(f"--output '{output}' already exists and is not an output of sendit predict (no "
+                        f"{' and '.join(ADDED)} columns), so it is not replaced. Pass another --output, or delete "
+                        f"it first.")
 
 
-def load(folder: str | Path, merge: bool = True, precision: str = "auto", trust_remote_code: bool = False) -> SenditModel:
-    """Load a model folder written by `sendit run`/`train` (RUN_DIR/<method>).
+class _Output:
+    """stdout for None/'-', otherwise a temporary file in the target's folder renamed into place on success."""
 
-    Args:
-        folder: the method's model folder.
-        merge: fold adapters into the base weights (faster inference, same predictions).
-        precision: 'auto' (bf16 where the hardware has it), 'bf16' or 'fp32'.
-        trust_remote_code: allow custom model code from the hub for the base model.
-    """
-    folder = Path(folder)
-    manifest_path = folder / MANIFEST
-    if not manifest_path.exists():
-        hint = ""
-        if folder.is_dir():
-            subs = sorted(p.parent.name for p in folder.glob(f"*/{MANIFEST}"))
-            if subs:
-                hint = f" It looks like a run folder: pass one of its model folders, e.g. {folder / subs[0]}."
-        raise ModelError(f"'{folder}' is not a sendit model folder (no {MANIFEST}).{hint}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        manifest["method"], manifest["base_model"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"{manifest_path} is damaged ({type(e).__name__}: {e}); it must be the JSON written by "
-                         f"sendit run, with 'method' and 'base_model'. Re-train or re-export the model.") from None
-    tokenizer = load_tokenizer(str(folder))
-    method = get_method(manifest["method"])
-    base = base_model_path(folder, manifest)
-    model = method.load(folder, lambda: load_model(base, tokenizer, trust_remote_code))
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if merge:
-        model = method.merge(model)
-    accelerator = make_accelerator(precision)
-    model.to(accelerator.device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return SenditModel(model, tokenizer, manifest, accelerator)
+    def __init__(self, output: str | None):
+        self.output = output
+        self.tmp: str | None = None
+        self.reader_left = False
+
+    def __enter__(self):
+        if self.output in (None, "-"):
+            return sys.stdout
+        fd, self.tmp = temp_beside(Path(self.output))
+        self.file = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        return self.file
+
+    def __exit__(self, kind, value, tb) -> bool:
+        if self.tmp is None:
+            if kind is BrokenPipeError:  # `sendit predict ... | head`: the reader left, which is not an error
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                self.reader_left = True
+                return True
+            sys.stdout.flush()
+            return False
+        if kind is None:  # synced before the rename, as run_folder.atomic_write_bytes does: a crash leaves the old file
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        self.file.close()
+        if kind is None:
+            os.replace(self.tmp, self.output)
+        else:
+            Path(self.tmp).unlink(missing_ok=True)
+        return False
 
 
-def base_model_path(folder: str | Path, manifest: dict) -> str:
-    """The manifest's base model; "./base"-style paths are relative to the model folder, so it can be moved."""
-    base = str(manifest["base_model"])
-    return str(Path(folder) / base) if base.startswith(("./", "../")) else base
+def predict_csv(model: SenditModel, input_path: str, output: str | None, text_column: str = "text",
+                chunk_size: int = 10_000, batch_size: int = 256, chunks: Iterable[pd.DataFrame] | None = None) -> int:
+    """Stream input_path (or '-' = stdin) through the model chunk by chunk into output (None or '-' = stdout).
 
-
-def make_accelerator(precision: str = "auto", tracker: str | None = None, project_dir: str | None = None) -> Accelerator:
-    from sendit.measure import bf16_supported
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    use_bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(device))
-    # cpu=True on GPU-less machines: without it accelerate treats torchrun/`accelerate launch --multi_gpu`
-    # processes as independent single-process runs (DistributedType.NO) instead of one gloo DDP job.
-    return Accelerator(mixed_precision="bf16" if use_bf16 else "no", log_with=tracker, project_dir=project_dir,
-                       cpu=device.type == "cpu")
-
-
-def probs_to_frame(texts: list[str], probs: np.ndarray):
-    import pandas as pd
-
-    return pd.DataFrame({"text": texts, "prediction": probs.argmax(-1), "prob_positive": probs[:, 1]})
+    Every row is kept, in order, with all its columns; `prediction` (0 = negative, 1 = positive) and
+    `prob_positive` are added. Empty texts are predicted too (the model sees only its special tokens), so row
+    counts always match. Returns the number of rows."""
+    n, t0 = 0, time.perf_counter()
+    progress = tqdm(unit=" tweets", file=sys.stderr, desc="predict", disable=None, mininterval=1.0)
+    chunks = chunks if chunks is not None else read_chunks(input_path, text_column, chunk_size, ADDED)
+    with (writer := _Output(output)) as sink:
+        for i, chunk in enumerate(chunks):
+            probs = model.predict_proba(chunk[text_column].tolist(), batch_size, progress=False).probs[:, 1]
+            chunk["prediction"] = (probs >= 0.5).astype(int)
+            chunk["prob_positive"] = probs
+            chunk.to_csv(sink, index=False, header=i == 0, float_format="%.6f")
+            n += len(chunk)
+            progress.update(len(chunk))
+    progress.close()
+    seconds = time.perf_counter() - t0
+    where = "stdout" if output in (None, "-") else output
+    if writer.reader_left:
+        where += " (closed by its reader; stopped there)"
+    print(f"predicted {n:,} rows in {seconds:.1f} s ({n / max(seconds, 1e-9):,.0f} tweets/s) -> {where}",
+          file=sys.stderr)
+    return n

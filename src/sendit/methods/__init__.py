@@ -15,6 +15,12 @@ from sendit.config import ConfigError, MethodConfig
 class Method(Protocol):
     name: str
     default_lr: float  # for all-MiniLM-L6-v2 on Sentiment140 (see README, "Learning rates")
+    is_adapter: bool  # trains a peft adapter beside the frozen base (export can keep it unmerged)
+    display_name: str  # how reports name it (recorded in run.json, so the report needs no torch)
+    cost_rank: int  # report order, cheapest first; methods without one follow alphabetically
+    # What `sendit tune` searches: parameter -> {"low", "high", "log"} (a float range) or {"choices": [...]}.
+    # A parameter is "lr" or any train/method config field (warmup_ratio, lora_r, ...); docs/tuning.md.
+    search_space: dict[str, dict]
 
     def prepare(self, model: nn.Module, cfg: MethodConfig) -> nn.Module:
         """Freeze/wrap the base model so that exactly this method's parameters train."""
@@ -35,6 +41,18 @@ METHODS: dict[str, Method] = {}
 def register(method: Method) -> Method:
     METHODS[method.name] = method
     return method
+
+
+def learning_rate(name: str, lr: float | None = None, method_lr: dict | None = None) -> float:
+    """The rate a method trains at, by one rule for run, tune and bench: --lr for every method, else its
+    --method-lr entry, else the method's default."""
+    return lr or (method_lr or {}).get(name) or get_method(name).default_lr
+
+
+def method_info(names: list[str]) -> dict[str, dict]:
+    """What the report needs to know of each method, recorded in run.json so that it never imports a method."""
+    return {n: {"display_name": get_method(n).display_name, "cost_rank": get_method(n).cost_rank,
+                "is_adapter": get_method(n).is_adapter} for n in names}
 
 
 def get_method(name: str) -> Method:

@@ -10,6 +10,16 @@ from sendit.methods import register
 class Full:
     name = "full"
     default_lr = 1e-4
+    is_adapter = False  # saves the whole model
+    display_name = "Full FT"  # in reports
+    cost_rank = 5  # report order: cheapest first
+    # Every weight moves: warm-up guards the pretrained weights from the first noisy steps, and weight decay is
+    # the only regulariser.
+    search_space = {
+        "lr": {"low": 1e-5, "high": 3e-4, "log": True},
+        "warmup_ratio": {"low": 0.0, "high": 0.2},
+        "weight_decay": {"low": 0.0, "high": 0.1},
+    }
 
     def prepare(self, model, cfg):
         for p in model.parameters():

@@ -7,6 +7,11 @@ from sendit.models import head_parameter_names
 class Head:
     name = "head"
     default_lr = 2e-2
+    is_adapter = False  # saves the base model's own tensors that it trained
+    display_name = "Head-only"  # in reports
+    cost_rank = 0  # report order: cheapest first
+    # A linear probe has no warm-up instability and few weights to regularise: the rate is what matters.
+    search_space = {"lr": {"low": 1e-3, "high": 1e-1, "log": True}}
 
     def prepare(self, model, cfg):
         return partial.train_only(model, set(head_parameter_names(model)))

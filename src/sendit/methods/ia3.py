@@ -18,6 +18,13 @@ TARGETS = {
 class IA3:
     name = "ia3"
     default_lr = 5e-3
+    is_adapter = True  # a peft adapter on top of the base model; `sendit export --no-merge` keeps it so
+    display_name = "IA³"  # in reports
+    cost_rank = 2  # report order: cheapest first
+    search_space = {
+        "lr": {"low": 1e-4, "high": 3e-2, "log": True},
+        "warmup_ratio": {"low": 0.0, "high": 0.2},
+    }
 
     def prepare(self, model, cfg):
         targets, feedforward = TARGETS.get(model_type(model), (None, None))

@@ -10,14 +10,17 @@ import math
 import sys
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 
 from sendit.report.figures import build_figures
 from sendit.report.files import atomic_write_text
 from sendit.report.html import Page, render_html, render_markdown
+from sendit.report.style import RC
 from sendit.report.load import RunData, load_runs
-from sendit.report.stats import ACROSS_SEEDS_METHOD, StatsConfig, compute_stats
+from sendit.report.recommend import build_recommendation, expected_max_figure
+from sendit.report.stats import ACROSS_SEEDS_METHOD, HOLM_METHOD, StatsConfig, compute_stats
 from sendit.report.tables import build_tables, write_table
 
 __all__ = ["RunData", "StatsConfig", "build_report", "load_runs", "main_report"]
@@ -66,12 +69,16 @@ def build_report(
 
     cfg = StatsConfig(n_boot=n_boot, seed=seed)
     stats = compute_stats(data, cfg)
-    tables = build_tables(data, stats)
+    rec = build_recommendation(data, stats, run_dirs, cfg.alpha)
+    tables = build_tables(data, stats) + rec.tables
     for t in tables:
         write_table(t, out / "tables")
     figures = build_figures(data, out / "figures", dpi=dpi)
+    if not rec.curves.empty:
+        with matplotlib.rc_context(RC):
+            figures.append(expected_max_figure(rec.curves, data.names, out / "figures", dpi))
 
-    page = Page(data=data, tables=tables, figures=figures, stats=stats, cfg=cfg)
+    page = Page(data=data, tables=tables, figures=figures, stats=stats, cfg=cfg, recommendation=rec.sentence)
     summary = {
         "settings": {
             "n_boot": n_boot,
@@ -79,14 +86,16 @@ def build_report(
             "level": cfg.level,
             "alpha": cfg.alpha,
             "ci": "percentile bootstrap",
-            "mcnemar": "exact (two-sided binomial)",
+            "mcnemar": "exact (two-sided binomial), within one seed",
             "across_seeds": ACROSS_SEEDS_METHOD,
+            "multiple_comparisons": HOLM_METHOD,
         },
         "runs": [str(Path(d)) for d in run_dirs],
         "methods": data.names,
         "metric_ci": _records(stats["metric_ci"]),
         "pairs": _records(stats["pairs"]),
         "seed_pairs": _records(stats["seed_pairs"]),
+        "recommendation": rec.sentence,
         "notes": data.notes,
     }
     atomic_write_text(out / "stats.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
@@ -100,7 +109,7 @@ def main_report(run_dirs: list[str], out: str | None = None) -> int:
     try:
         folder = build_report(run_dirs, out)
     except (FileNotFoundError, ValueError) as e:
-        print(f"sendit report: {e}", file=sys.stderr)
+        print(f"sendit report: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     print(folder / "index.html")
     return 0

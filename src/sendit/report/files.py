@@ -1,10 +1,10 @@
-"""Atomic file writes and display names shared by the report modules."""
+"""Display names shared by the report modules, and the run folder's atomic writers (from sendit.run_folder) they use."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
+from sendit.run_folder import atomic_write_bytes, atomic_write_text
+
+__all__ = ["PRETTY_METHODS", "RECORDED", "atomic_write_bytes", "atomic_write_text", "pretty", "record_methods"]
 
 PRETTY_METHODS = {
     "bitfit": "BitFit",
@@ -16,30 +16,18 @@ PRETTY_METHODS = {
 }
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+# What each method says of itself (`display_name`, `cost_rank`), as run.json records it under `method_info`; the
+# table above names the built-in methods of run folders written before run.json recorded that.
+RECORDED: dict[str, dict] = {}
+
+
+def record_methods(method_info: dict) -> None:
+    """Remember the display names and report order that a run folder's run.json records for its methods."""
+    RECORDED.update({k: v for k, v in (method_info or {}).items() if isinstance(v, dict)})
 
 
 def pretty(label: str) -> str:
     """Display name of a method label; a `run/method` label keeps its run prefix."""
     run, _, method = label.rpartition("/")
-    name = PRETTY_METHODS.get(method, method)
+    name = RECORDED.get(method, {}).get("display_name") or PRETTY_METHODS.get(method, method)
     return f"{run}/{name}" if run else name
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder so a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))

@@ -15,7 +15,7 @@ import pandas as pd
 from sendit.report.figures import FigureFile
 from sendit.report.files import pretty
 from sendit.report.load import RunData
-from sendit.report.stats import ACROSS_SEEDS_METHOD, StatsConfig
+from sendit.report.stats import ACROSS_SEEDS_METHOD, HOLM_METHOD, StatsConfig
 from sendit.report.tables import Table, to_markdown
 
 # Forbid scripts outright: even an escaping bug could then not run code.
@@ -50,6 +50,7 @@ class Page:
     figures: list[FigureFile]
     stats: dict[str, pd.DataFrame]
     cfg: StatsConfig
+    recommendation: str = ""  # report/recommend.py: the sentence the report ends with
 
 
 def _e(x: object) -> str:
@@ -102,7 +103,8 @@ def _method_text(cfg: StatsConfig, multi_seed: bool) -> str:
         f"seed {cfg.seed}, {int(cfg.level * 100)}% level. Pairs of methods are compared on the same "
         "test rows (same seed, test set and row_id) with an exact McNemar test (two-sided binomial "
         "test on the discordant pairs) and a paired bootstrap CI of the accuracy difference in points. "
-        f"A difference is called significant when the CI excludes 0 and McNemar p < {cfg.alpha}."
+        f"A difference is called significant when the CI excludes 0 and the Holm-corrected p < {cfg.alpha}. "
+        + HOLM_METHOD
     )
     return text + (" " + ACROSS_SEEDS_METHOD if multi_seed else "")
 
@@ -152,7 +154,7 @@ def _manifest_html(data: RunData) -> str:
     for run, m in data.manifests.items():
         keys = ("started", "finished", "wall_time_sec", "git_commit", "methods", "seeds")
         html = _kv_table({k: m.get(k) for k in keys})
-        for key in ("status", "hardware", "versions", "data", "config"):
+        for key in ("status", "models", "hardware", "versions", "data", "config"):
             value = m.get(key)
             if value is None:
                 continue
@@ -206,6 +208,8 @@ def render_html(page: Page) -> str:
         ("notes", "Notes", f"<ul class='notes'>{notes}</ul>"),
         ("config", "Run configuration, hardware and versions", _manifest_html(data)),
     ]
+    if page.recommendation:
+        sections.append(("recommendation", "Recommendation", f"<p><strong>{_e(page.recommendation)}</strong></p>"))
     nav = "".join(f'<a href="#{key}">{_e(title)}</a>' for key, title, _ in sections)
     body = "".join(
         f'<section id="{key}"><h2>{_e(t)}</h2>{html}</section>' for key, t, html in sections
@@ -240,4 +244,6 @@ def render_markdown(page: Page) -> str:
             if isinstance(m.get(key), dict):
                 lines.append(f"- {key}: " + ", ".join(f"{k} {v}" for k, v in m[key].items()))
         lines.append("")
+    if page.recommendation:
+        lines += ["## Recommendation", "", f"**{page.recommendation}**", ""]
     return "\n".join(lines)

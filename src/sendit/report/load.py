@@ -15,13 +15,16 @@ from pathlib import Path
 
 import pandas as pd
 
-SUFFIXES = {
-    "results": "_results.csv",
-    "epochs": "_epoch_logs.csv",
-    "metrics": "_inference_metrics_summary.csv",
-    "predictions": "_inference_predictions.csv",
-}
-# Display order of the known methods (cheapest to most expensive); others follow alphabetically.
+from sendit.config import EMBEDDED_TEST_NAME, HELDOUT_NAME, DataConfig, test_set_name
+from sendit.run_folder import EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS
+from sendit.report.files import RECORDED, record_methods
+
+SUFFIXES = {kind: template.format(method="") for kind, template in (
+    ("results", RESULTS), ("epochs", EPOCH_LOGS), ("metrics", INFERENCE_SUMMARY), ("predictions", PREDICTIONS))}
+# What `sendit evaluate` writes next to the CSVs (an evaluation folder has no run.json and no results CSVs).
+EVALUATION_MANIFEST = "evaluation.json"
+# Report order of the built-in methods in run folders written before run.json recorded each method's own
+# `cost_rank` (cheapest to most expensive); others follow alphabetically.
 METHOD_ORDER = ["head", "bitfit", "ia3", "lora", "dora", "full"]
 
 
@@ -52,12 +55,44 @@ class RunData:
         return bool((self.results.groupby("name")["seed"].nunique() > 1).any())
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path)
-    return df.drop(columns=[c for c in df.columns if str(c).startswith("Unnamed")])
+# Columns that hold numbers in each kind of CSV (docs/run-folder.md); a word in one is a damaged or hand-edited file.
+NUMERIC = {
+    "results": ["best_val_f1", "val_accuracy", "runtime_sec", "memory_delta_mb", "seed", "best_epoch", "epochs_run",
+                "peak_memory_mb", "trainable_params", "total_params", "trainable_pct", "saved_size_mb", "lr",
+                "train_tweets_per_sec", "train_tokens_per_sec"],
+    "epochs": ["epoch", "val_accuracy", "val_f1", "seed", "train_loss", "val_loss", "lr", "epoch_time_sec"],
+    "metrics": ["accuracy", "f1_macro", "f1_weighted", "inference_time_sec", "seed", "n", "precision", "recall",
+                "tweets_per_sec", "params", "model_size_mb"],
+    "predictions": ["prob_positive", "seed", "row_id"],
+}
 
 
-def _sort_key(method: str) -> tuple[int, int, str]:
+def _read_csv(path: Path, kind: str | None = None) -> pd.DataFrame:
+    """A run folder's CSV; a file that is not CSV, or text in a number column, is a ValueError naming the file,
+    the column, the line and the value."""
+    try:
+        df = pd.read_csv(path)
+    except ValueError as e:  # pandas' ParserError and EmptyDataError, UnicodeDecodeError
+        raise ValueError(f"{path} is not a readable CSV file ({' '.join(str(e).split())}). Restore it from "
+                         f"the run, or leave that run folder out of the report.") from None
+    df = df.drop(columns=[c for c in df.columns if str(c).startswith("Unnamed")])
+    for column in NUMERIC.get(kind, []) if kind else []:
+        if column in df.columns:
+            numbers = pd.to_numeric(df[column], errors="coerce")
+            bad = numbers.isna() & df[column].notna()
+            if bad.any():
+                row = int(bad.to_numpy().nonzero()[0][0])
+                raise ValueError(f"{path}, line {row + 2}: column '{column}' holds {str(df[column].iloc[row])!r}, "
+                                 f"not a number. Fix the value (or the file), or leave that run folder out of the "
+                                 f"report.")
+            df[column] = numbers
+    return df
+
+
+def _sort_key(method: str) -> tuple[int, float, str]:
+    rank = RECORDED.get(method, {}).get("cost_rank")
+    if isinstance(rank, (int, float)):
+        return (0, rank, method)
     if method in METHOD_ORDER:
         return (0, METHOD_ORDER.index(method), method)
     return (1 if not method.startswith("distill") else 2, 0, method)
@@ -87,9 +122,61 @@ def _add_keys(kind: str, df: pd.DataFrame, missing: dict[str, list[str]], who: s
     return df
 
 
+def _method_info(run_dir: Path) -> dict:
+    """What run.json records of each method (display name, report order), or nothing."""
+    try:
+        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("method_info")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def _method_files(run_dir: Path) -> list[str]:
-    names = sorted(p.name[: -len(SUFFIXES["results"])] for p in run_dir.glob("*_results.csv"))
+    """The methods of a run folder (`*_results.csv`) or of an evaluation folder, which holds only the test
+    CSVs (`*_inference_metrics_summary.csv`)."""
+    names = {p.name[: -len(SUFFIXES["results"])] for p in run_dir.glob("*" + SUFFIXES["results"])}
+    if not names:
+        names = {p.name[: -len(SUFFIXES["metrics"])] for p in run_dir.glob("*" + SUFFIXES["metrics"])}
     return sorted(names, key=_sort_key)
+
+
+def _find_runs(run_dirs: list[Path | str]) -> list[tuple[str, Path, list[str]]]:
+    """(unique name, folder, methods) of each folder, in the order given."""
+    if not run_dirs:
+        raise ValueError("give at least one run folder")
+    dirs = [Path(d) for d in run_dirs]
+    runs: list[tuple[str, Path, list[str]]] = []
+    seen_names: set[str] = set()
+    for d in dirs:
+        if not d.is_dir():
+            raise FileNotFoundError(f"run folder {d} does not exist")
+        record_methods(_method_info(d))
+        methods = _method_files(d)
+        if not methods:
+            raise ValueError(f"{d} holds no *_results.csv or *_inference_metrics_summary.csv file: not a run folder "
+                             f"(sendit run) or an evaluation folder (sendit evaluate --out)")
+        name = d.resolve().name
+        base, i = name, 2
+        while name in seen_names:
+            name, i = f"{base}#{i}", i + 1
+        seen_names.add(name)
+        runs.append((name, d, methods))
+    return runs
+
+
+def _read_manifest(run: str, d: Path, manifests: dict[str, dict], notes: list[str]) -> Path:
+    """Read the folder's run.json (or evaluation.json) into `manifests`; returns its path."""
+    manifest_path = d / "run.json"
+    if not manifest_path.is_file() and (d / EVALUATION_MANIFEST).is_file():
+        manifest_path = d / EVALUATION_MANIFEST
+    if manifest_path.is_file():
+        try:
+            manifests[run] = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            notes.append(f"{run}: run.json unreadable ({e}) — configuration not shown.")
+    else:
+        notes.append(f"{run}: no run.json — configuration, hardware and versions not recorded.")
+    return manifest_path
 
 
 def load_runs(run_dirs: list[Path | str]) -> RunData:
@@ -102,24 +189,7 @@ def load_runs(run_dirs: list[Path | str]) -> RunData:
         FileNotFoundError: a folder does not exist.
         ValueError: a folder holds no `*_results.csv`, or no folder was given.
     """
-    if not run_dirs:
-        raise ValueError("give at least one run folder")
-    dirs = [Path(d) for d in run_dirs]
-    runs: list[tuple[str, Path, list[str]]] = []
-    seen_names: set[str] = set()
-    for d in dirs:
-        if not d.is_dir():
-            raise FileNotFoundError(f"run folder {d} does not exist")
-        methods = _method_files(d)
-        if not methods:
-            raise ValueError(f"{d} holds no *_results.csv file: not a run folder")
-        name = d.resolve().name
-        base, i = name, 2
-        while name in seen_names:
-            name, i = f"{base}#{i}", i + 1
-        seen_names.add(name)
-        runs.append((name, d, methods))
-
+    runs = _find_runs(run_dirs)
     count = defaultdict(int)
     for _, _, methods in runs:
         for m in methods:
@@ -132,14 +202,7 @@ def load_runs(run_dirs: list[Path | str]) -> RunData:
     manifests: dict[str, dict] = {}
     configs: dict[str, str] = {}
     for run, d, methods in runs:
-        manifest_path = d / "run.json"
-        if manifest_path.is_file():
-            try:
-                manifests[run] = json.loads(manifest_path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                notes.append(f"{run}: run.json unreadable ({e}) — configuration not shown.")
-        else:
-            notes.append(f"{run}: no run.json — configuration, hardware and versions not recorded.")
+        manifest_path = _read_manifest(run, d, manifests, notes)
         if (d / "config.yaml").is_file():
             configs[run] = (d / "config.yaml").read_text(encoding="utf-8", errors="replace")
         for m in methods:
@@ -148,10 +211,12 @@ def load_runs(run_dirs: list[Path | str]) -> RunData:
             for kind, suffix in SUFFIXES.items():
                 path = d / f"{m}{suffix}"
                 if not path.is_file():
-                    if kind != "results":
+                    if kind != "results" and not manifest_path.name == EVALUATION_MANIFEST:
                         missing[f"no `{m}{suffix}`"].append(name)
                     continue
-                df = _add_keys(kind, _read_csv(path), missing, name)
+                df = _add_keys(kind, _read_csv(path, kind), missing, name)
+                if "test_set" in df.columns:
+                    df["test_set"] = df["test_set"].replace(_legacy_test_names(manifests.get(run, {})))
                 df["run"], df["method"], df["name"] = run, m, name
                 frames[kind].append(df)
         status = manifests.get(run, {}).get("status", {})
@@ -180,6 +245,17 @@ def load_runs(run_dirs: list[Path | str]) -> RunData:
             r["trainable_pct"].fillna(computed) if "trainable_pct" in r else computed
         )
     return data
+
+
+def _legacy_test_names(manifest: dict) -> dict[str, str]:
+    """Older run folders called the --test-file test set "manual" whatever the file was, and the held-out split
+    "heldout": name them after what they are, as newer runs do."""
+    data = (manifest.get("config") or {}).get("data") or {}
+    try:
+        manual = test_set_name(DataConfig(test_file=data.get("test_file", "embedded")))
+    except (TypeError, ValueError):
+        manual = None
+    return {"manual": manual or EMBEDDED_TEST_NAME, "heldout": HELDOUT_NAME}
 
 
 _LABEL_NAMES = {"negative": 0, "neg": 0, "positive": 1, "pos": 1}

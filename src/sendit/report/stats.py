@@ -1,8 +1,13 @@
-"""Bootstrap confidence intervals, exact McNemar tests and plain-language verdicts.
+"""Bootstrap confidence intervals, paired tests with Holm's correction, and plain-language verdicts.
 
 Resampling draws `rng.integers(0, n, size=(n_boot, n))` from `np.random.default_rng(seed)` (in chunks,
 which yields the same stream), so every interval is reproducible from the seed alone. Intervals are
 percentile intervals. Differences are in accuracy points (percentage points).
+
+Across seeds, the same test rows are scored once per seed, so they are not independent observations: pooling
+them (a McNemar test on discordant pairs summed over seeds) makes three identical seeds look three times as
+much evidence. Rows are the unit instead: each row's correctness is averaged over seeds, the test is on those
+per-row means, and the interval resamples rows and seeds together.
 """
 
 from __future__ import annotations
@@ -23,8 +28,14 @@ _CHUNK_ELEMENTS = 4_000_000
 
 ACROSS_SEEDS_METHOD = (
     "Across seeds: the difference is the mean over seeds of the per-seed accuracy difference; its 95% CI "
-    "comes from a bootstrap over test rows (all seeds of a row resampled together); McNemar is the exact "
-    "test on discordant pairs pooled over seeds; the paired t-test compares per-seed accuracies."
+    "comes from a bootstrap that resamples test rows and seeds together; p is a two-sided paired t-test on "
+    "each row's correctness averaged over seeds (a test row counts once however many seeds scored it), "
+    "Holm-corrected over the pairs of each test set; the paired t-test over per-seed accuracies is shown too."
+)
+HOLM_METHOD = (
+    "p-values are Holm-corrected for multiple comparisons over all pairs of methods in the same test set "
+    "(and seed); a difference is called significant only when the corrected p is below alpha and the CI "
+    "excludes 0."
 )
 
 
@@ -107,12 +118,45 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, in
 def bootstrap_diff_ci(
     diff: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float, float]:
-    """Mean of `diff` (rows × seeds, or rows) with a percentile CI from resampling rows."""
+    """Mean of `diff` (rows × seeds, or rows) with a percentile CI from resampling rows and, independently,
+    seeds (with one seed, rows only). A resample's statistic is the mean of diff[rows][:, seeds]."""
+    diff = np.asarray(diff, float)
+    diff = diff[:, None] if diff.ndim == 1 else diff
+    n_seeds = diff.shape[1]
+    seed_rng = np.random.default_rng([seed, 1])  # its own stream: the row draws match a rows-only bootstrap
+    means = []
+    for idx in _index_chunks(len(diff), n_boot, seed):
+        picks = seed_rng.integers(0, n_seeds, size=(len(idx), n_seeds))
+        weights = np.stack([np.bincount(p, minlength=n_seeds) for p in picks]) / n_seeds
+        by_row = weights @ diff.T  # (chunk, rows): each row's mean over the resampled seeds
+        means.append(np.take_along_axis(by_row, idx, axis=1).mean(axis=1))
+    lo, hi = _percentile(np.concatenate(means), level)
+    return float(diff.mean()), lo, hi
+
+
+def row_mean_ttest(diff: np.ndarray) -> float:
+    """Two-sided one-sample t-test that the mean of each row's difference, averaged over seeds, is 0.
+
+    Rows are the independent unit: a row scored by S seeds contributes one value, so S identical seeds give
+    the p-value of one seed."""
     diff = np.asarray(diff, float)
     per_row = diff.mean(axis=1) if diff.ndim == 2 else diff
-    means = [per_row[idx].mean(axis=1) for idx in _index_chunks(len(per_row), n_boot, seed)]
-    lo, hi = _percentile(np.concatenate(means), level)
-    return float(per_row.mean()), lo, hi
+    if len(per_row) < 2 or per_row.std() == 0:
+        return 1.0 if not per_row.any() else 0.0
+    return float(sps.ttest_1samp(per_row, 0.0).pvalue)
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control over the given tests)."""
+    p = np.asarray(p, float)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def format_p(p: float) -> str:
@@ -121,14 +165,21 @@ def format_p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
+def significant(lo: float, hi: float, p: float, alpha: float = 0.05) -> bool:
+    """The report's one rule: the CI excludes 0 and the (corrected) p is below alpha."""
+    return bool((lo > 0 or hi < 0) and p < alpha)
+
+
 def verdict(
-    a: str, b: str, d: float, lo: float, hi: float, p: float, alpha: float = 0.05, extra: str = ""
+    a: str, b: str, d: float, lo: float, hi: float, p: float, alpha: float = 0.05, extra: str = "",
+    test: str = "McNemar p",
 ) -> str:
-    """Plain-language verdict; `d`, `lo`, `hi` are A − B in points. The better method is named first."""
+    """Plain-language verdict; `d`, `lo`, `hi` are A − B in points and `p` the (corrected) p-value of `test`.
+    The better method is named first."""
     if d < 0:
         a, b, d, lo, hi = b, a, -d, -hi, -lo
-    tail = f"95% CI [{lo:.1f}, {hi:.1f}], McNemar p = {format_p(p)}{extra}"
-    if (lo > 0 or hi < 0) and p < alpha:
+    tail = f"95% CI [{lo:.1f}, {hi:.1f}], {test} = {format_p(p)}{extra}"
+    if significant(lo, hi, p, alpha):
         return f"{a} beats {b} by {d:.1f} points, {tail}"
     return f"No significant difference between {a} and {b} ({a} − {b} = {d:.1f} points, {tail})"
 
@@ -159,11 +210,17 @@ def compute_stats(data: RunData, cfg: StatsConfig = StatsConfig()) -> dict[str, 
         ci_rows.append({"method": lab, "test_set": ts, "seed": int(seed), **ci})
 
     order = {lab: i for i, lab in enumerate(data.names)}
+    run_of = preds.drop_duplicates("name").set_index("name")["run"].to_dict() if "run" in preds else {}
     pair_rows, seed_rows = [], []
     for ts, g_ts in preds.groupby("test_set", sort=False):
         by_label = {lab: _correct_by_row(g) for lab, g in g_ts.groupby("name")}
         labs = sorted(by_label, key=lambda lab: order.get(lab, len(order)))
         for a, b in combinations(labs, 2):
+            differ = setup_differences(data.manifests, run_of.get(a), run_of.get(b))
+            if differ:
+                data.note(f"{ts}: {a} and {b} were trained with different data or budgets ({differ}), so they "
+                          "are not compared pairwise; their rows in the tables stand side by side.")
+                continue
             joined = pd.merge(
                 by_label[a],
                 by_label[b],
@@ -199,24 +256,60 @@ def compute_stats(data: RunData, cfg: StatsConfig = StatsConfig()) -> dict[str, 
                         "b_only_a": bb,
                         "c_only_b": cc,
                         "mcnemar_p": p,
-                        "verdict": verdict(pretty(a), pretty(b), d, lo, hi, p, cfg.alpha),
                     }
                 )
             seeds = sorted(joined.index.get_level_values("seed").unique())
             if len(seeds) >= 2:
                 seed_rows.append(_across_seeds(ts, a, b, joined, seeds, cfg))
-    return {
-        "metric_ci": pd.DataFrame(ci_rows),
-        "pairs": pd.DataFrame(pair_rows),
-        "seed_pairs": pd.DataFrame(seed_rows),
-    }
+    pairs = _corrected(pd.DataFrame(pair_rows), ["test_set", "seed"], "mcnemar_p", cfg, "McNemar p (Holm)")
+    seed_pairs = _corrected(pd.DataFrame(seed_rows), ["test_set"], "rows_p", cfg, "p (Holm)")
+    return {"metric_ci": pd.DataFrame(ci_rows), "pairs": pairs, "seed_pairs": seed_pairs}
+
+
+# What must match for two runs' methods to be compared: the data they learned from and the training budget
+# (learning rates and method settings may differ: that is what is being compared, or what tuning chose).
+SETUP_KEYS = {
+    "data": ("data", "train_size", "val_size", "test_size", "split_seed", "max_length", "normalize",
+             "extra_train_file"),
+    "train": ("epochs", "batch_size", "grad_accum"),
+}
+
+
+def setup_differences(manifests: dict[str, dict], run_a: str | None, run_b: str | None) -> str:
+    """'train_size 4000 vs 1500, ...' when two runs' configs differ in data or budget; '' when they match, are
+    the same run, or a config is missing (nothing to check)."""
+    if run_a is None or run_b is None or run_a == run_b:
+        return ""
+    ca, cb = ((manifests.get(r) or {}).get("config") or {} for r in (run_a, run_b))
+    if not ca or not cb:
+        return ""
+    diffs = [f"{k} {ca.get(sec, {}).get(k)} vs {cb.get(sec, {}).get(k)}" for sec, keys in SETUP_KEYS.items()
+             for k in keys if ca.get(sec, {}).get(k) != cb.get(sec, {}).get(k)]
+    return ", ".join(diffs)
+
+
+def _corrected(
+    pairs: pd.DataFrame, family: list[str], p_col: str, cfg: StatsConfig, test: str
+) -> pd.DataFrame:
+    """Holm-adjust `p_col` within each family (the pairs of one test set, or of one test set and seed) and
+    write each pair's verdict from the adjusted p."""
+    if pairs.empty:
+        return pairs
+    pairs = pairs.copy()
+    pairs["p_holm"] = pairs.groupby(family, sort=False)[p_col].transform(lambda p: holm(p.to_numpy()))
+    pairs["family_size"] = pairs.groupby(family, sort=False)[p_col].transform("size")
+    pairs["verdict"] = [
+        verdict(pretty(r.a), pretty(r.b), r.diff_points, r.ci_lo, r.ci_hi, r.p_holm, cfg.alpha,
+                f" over {r.family_size} pair{'s' if r.family_size > 1 else ''}{getattr(r, 'extra', '')}", test)
+        for r in pairs.itertuples()
+    ]
+    return pairs.drop(columns=["extra"], errors="ignore")
 
 
 def _across_seeds(
     ts: str, a: str, b: str, joined: pd.DataFrame, seeds: list, cfg: StatsConfig
 ) -> dict:
     diff = (joined["correct_a"].astype(float) - joined["correct_b"]).unstack("seed").dropna()
-    bb, cc, p = mcnemar_exact(joined["correct_a"].to_numpy(), joined["correct_b"].to_numpy())
     d, lo, hi = (
         100 * x for x in bootstrap_diff_ci(diff.to_numpy(), cfg.n_boot, cfg.seed, cfg.level)
     )
@@ -229,7 +322,6 @@ def _across_seeds(
     )
     if not np.isfinite(t_p) and len(delta) and (delta == 0).all():
         t_p = 1.0
-    extra = f"; paired t-test over {len(seeds)} seeds p = {format_p(t_p)}"
     return {
         "test_set": ts,
         "seeds": len(seeds),
@@ -241,9 +333,7 @@ def _across_seeds(
         "diff_points": d,
         "ci_lo": lo,
         "ci_hi": hi,
-        "b_only_a": bb,
-        "c_only_b": cc,
-        "mcnemar_p": p,
+        "rows_p": row_mean_ttest(diff.to_numpy()),
         "ttest_p": t_p,
-        "verdict": verdict(pretty(a), pretty(b), d, lo, hi, p, cfg.alpha, extra),
+        "extra": f"; test rows × {len(seeds)} seeds; paired t-test over seeds p = {format_p(t_p)}",
     }

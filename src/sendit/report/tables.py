@@ -27,7 +27,7 @@ COLUMNS = {
     "peak_memory_mb": ("Peak memory (MB)", "mb"),
     "trainable_params": ("Trainable params", "count"),
     "trainable_pct": ("Trainable %", "pct"),
-    "saved_size_mb": ("Saved size (MB)", "mb"),
+    "saved_size_mb": ("Saved size", "size"),
     "train_tweets_per_sec": ("Train tweets/s", "rate"),
     "accuracy": ("Accuracy", "metric"),
     "f1_macro": ("F1 macro", "metric"),
@@ -35,7 +35,7 @@ COLUMNS = {
     "inference_time_sec": ("Inference time (s)", "sec"),
     "tweets_per_sec": ("Tweets/s", "rate"),
     "params": ("Params", "count"),
-    "model_size_mb": ("Model size (MB)", "mb"),
+    "model_size_mb": ("Model size", "size"),
 }
 VALIDATION_COLUMNS = [
     "best_val_f1",
@@ -55,8 +55,10 @@ TEST_COLUMNS = [
     "f1_weighted",
     "inference_time_sec",
     "tweets_per_sec",
-    "params",
-    "model_size_mb",
+    # What each method trained and saved, from the results CSV: the merged inference model (`params`,
+    # `model_size_mb` in the metrics CSV) is the same size for every method of a base model.
+    "trainable_params",
+    "saved_size_mb",
 ]
 _FORMATS = {
     "metric": "{:.4f}",
@@ -80,6 +82,9 @@ class Table:
 def fmt(kind: str, value: float, std: float | None = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if kind == "size":  # MB, or KB below 0.1 MB (a head-only model saves a few KB, not "0.0 MB")
+        unit, scale = ("KB", 1024) if abs(value) < 0.1 else ("MB", 1)
+        return fmt("mb", value * scale, None if std is None else std * scale) + f" {unit}"
     pattern = "{:.3g}" if kind == "pct" else _FORMATS.get(kind, "{}")
     text = pattern.format(value)
     if std is not None and not (isinstance(std, float) and math.isnan(std)) and std != 0:
@@ -134,7 +139,11 @@ def validation_table(data: RunData) -> Table | None:
 def test_table(data: RunData) -> Table | None:
     if data.metrics.empty:
         return None
-    raw, shown = _summarise(data.metrics, ["name", "test_set"], TEST_COLUMNS, data.names)
+    metrics = data.metrics.drop(columns=["trainable_params", "saved_size_mb"], errors="ignore")
+    trained = [c for c in ("trainable_params", "saved_size_mb") if data.has("results", c)]
+    if trained:
+        metrics = metrics.merge(data.results[["name", "seed", *trained]], on=["name", "seed"], how="left")
+    raw, shown = _summarise(metrics, ["name", "test_set"], TEST_COLUMNS, data.names)
     return Table("test", "Test results", raw, shown)
 
 
@@ -164,13 +173,16 @@ def pairs_table(pairs: pd.DataFrame, across_seeds: bool = False) -> Table | None
     shown["B"] = pairs["b"].map(pretty)
     shown["A − B (points)"] = pairs["diff_points"].map(lambda v: f"{v:.2f}")
     shown["95% CI"] = [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(pairs["ci_lo"], pairs["ci_hi"])]
+    if across_seeds:  # rows are the unit: correctness averaged over seeds, never pooled (report/stats.py)
+        shown["p (rows)"] = pairs["rows_p"].map(format_p)
+        shown["p (Holm)"] = pairs["p_holm"].map(format_p)
+        shown["Paired t-test p (seeds)"] = pairs["ttest_p"].map(format_p)
+        return Table("comparisons_across_seeds", "Pairwise comparisons across seeds (Holm-corrected)", pairs, shown)
     shown["Only A right"] = pairs["b_only_a"].astype(str)
     shown["Only B right"] = pairs["c_only_b"].astype(str)
     shown["McNemar p"] = pairs["mcnemar_p"].map(format_p)
-    if across_seeds:
-        shown["Paired t-test p"] = pairs["ttest_p"].map(format_p)
-        return Table("comparisons_across_seeds", "Pairwise comparisons across seeds", pairs, shown)
-    return Table("comparisons", "Pairwise comparisons (same test rows, same seed)", pairs, shown)
+    shown["McNemar p (Holm)"] = pairs["p_holm"].map(format_p)
+    return Table("comparisons", "Pairwise comparisons (same test rows, same seed; Holm-corrected)", pairs, shown)
 
 
 def distillation_names(data: RunData) -> list[str]:
@@ -252,7 +264,7 @@ def retention_table(data: RunData) -> Table | None:
             "Test set": raw["test_set"],
             "Layers": raw["student_layers"].map(lambda v: fmt("count", v)),
             "Params": raw["params"].map(lambda v: fmt("count", v)),
-            "Size (MB)": raw["model_size_mb"].map(lambda v: fmt("mb", v)),
+            "Size": raw["model_size_mb"].map(lambda v: fmt("size", v)),
             "Accuracy": raw["accuracy"].map(lambda v: fmt("metric", v)),
             "Retention (% of teacher)": raw["retention_pct"].map(lambda v: fmt("mb", v)),
             "Speed-up (×)": raw["speedup"].map(lambda v: fmt("mb", v) if np.isfinite(v) else "–"),
@@ -299,24 +311,65 @@ def latex_escape(text: object) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
+# A column of a two-column paper is about 8.5 cm = 241 pt: some 54 characters of \small (9 pt) table text.
+LATEX_WIDTH = 54
+# Columns that name a row; each part of a split table repeats them.
+KEY_HEADERS = ("Method", "Student", "Teacher", "Test set", "Seeds", "Seed", "A", "B")
+
+
+def latex_parts(df: pd.DataFrame, width: int = LATEX_WIDTH) -> list[pd.DataFrame]:
+    """The table cut into column groups that each fit `width` characters, the row-naming columns in every
+    group: a wide table becomes several narrow ones, stacked, instead of running past the column."""
+    keys = [c for c in df.columns if c in KEY_HEADERS]
+    values = [c for c in df.columns if c not in keys]
+
+    def chars(col: str) -> int:
+        return max([len(str(col))] + [len(str(v)) for v in df[col]]) + 2  # + the space between columns
+
+    parts, current, used = [], [], sum(chars(c) for c in keys)
+    for col in values:
+        if current and used + chars(col) > width:
+            parts.append(current)
+            current, used = [], sum(chars(c) for c in keys)
+        current.append(col)
+        used += chars(col)
+    parts.append(current)
+    return [df[keys + part] for part in parts]
+
+
 def to_latex(t: Table) -> str:
-    df = t.shown
-    align = "l" * min(2, len(df.columns)) + "r" * max(0, len(df.columns) - 2)
+    """booktabs LaTeX that fits a paper column: test sets become row groups instead of a column, and a table
+    still too wide is split into stacked tabulars (latex_parts)."""
+    df, groups = t.shown, None
+    if "Test set" in df.columns and df["Test set"].nunique() > 1:
+        first = {ts: i for i, ts in enumerate(dict.fromkeys(df["Test set"]))}
+        df = df.iloc[sorted(range(len(df)), key=lambda i: first[df["Test set"].iloc[i]])]
+        groups, df = df["Test set"].tolist(), df.drop(columns="Test set")
     lines = [
         r"% requires \usepackage{booktabs}",
         r"\begin{table}[t]",
         r"\centering",
+        r"\small",
+        r"\setlength{\tabcolsep}{3pt}",
         rf"\caption{{{latex_escape(t.title)}}}",
         rf"\label{{tab:{t.key}}}",
-        rf"\begin{{tabular}}{{{align}}}",
-        r"\toprule",
-        " & ".join(latex_escape(c) for c in df.columns) + r" \\",
-        r"\midrule",
     ]
-    lines += [
-        " & ".join(latex_escape(v) for v in row) + r" \\" for row in df.itertuples(index=False)
-    ]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    for i, part in enumerate(latex_parts(df)):
+        keys = sum(c in KEY_HEADERS for c in part.columns)
+        lines += [r"\medskip"] if i else []
+        lines += [
+            rf"\begin{{tabular}}{{{'l' * keys + 'r' * (len(part.columns) - keys)}}}",
+            r"\toprule",
+            " & ".join(latex_escape(c) for c in part.columns) + r" \\",
+            r"\midrule",
+        ]
+        for j, row in enumerate(part.itertuples(index=False)):
+            if groups is not None and (j == 0 or groups[j] != groups[j - 1]):
+                lines += [r"\addlinespace"] if j else []
+                lines.append(rf"\multicolumn{{{len(part.columns)}}}{{l}}{{\emph{{{latex_escape(groups[j])}}}}} \\")
+            lines.append(" & ".join(latex_escape(v) for v in row) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", ""]
+    lines += [r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,82 @@
+"""`sendit evaluate`: saved models on any labelled file, all scored on the same rows and written as a run's
+test-set CSVs, so that `sendit report` compares them like the methods of a run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from sendit.config import ConfigError, DataConfig
+from sendit.reading import read_table
+from sendit.engine import predict
+from sendit.metrics import classification_metrics
+from sendit.run_folder import (
+    INFERENCE_SUMMARY, PREDICTIONS, append_rows, atomic_write_json, metrics_row, prediction_rows, versions,
+)
+from sendit.model_folder import load
+from sendit.report.load import EVALUATION_MANIFEST
+from sendit.verbosity import say
+from sendit.workflow import check_label
+
+
+def evaluate_folder(model_dirs: str | Path | list[str | Path], data: str, out: str | None = None,
+                    batch_size: int = 256, log: Callable[[str], None] = say, precision: str = "auto",
+                    text_column: str | None = None, label_column: str | None = None,
+                    test_name: str | None = None) -> Path:
+    """Saved models on any labelled file, all on the same rows: a run's test-set CSV files, so `sendit report OUT`
+    compares them (confidence intervals, pairwise tests). Nothing is written until every model has been scored.
+
+    Args:
+        model_dirs: one or several model folders (RUN_DIR/<method>, or exported folders).
+        data: a labelled CSV/JSONL/Parquet file or the original Sentiment140 CSV.
+        out: the evaluation folder (default for one model: MODEL_DIR/eval-<file stem>).
+        text_column, label_column: the file's columns when they are not called text/label (or a known synonym).
+        test_name: the test set's name in the CSV files and the report (default: the file's stem).
+    """
+    from sendit.report.stats import bootstrap_metric_ci  # scipy: loaded when evaluating, not at import
+
+    dirs = [Path(d) for d in ([model_dirs] if isinstance(model_dirs, (str, Path)) else model_dirs)]
+    if len(dirs) > 1 and not out:
+        raise ConfigError(f"{len(dirs)} model folders go into one evaluation folder: pass --out DIR (then "
+                          f"sendit report DIR compares them).")
+    table = read_table(data, DataConfig(normalize=False), text_column=text_column, label_column=label_column)
+    out_dir = Path(out or dirs[0] / f"eval-{Path(data).stem}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out '{out_dir}' is a file; evaluate writes a folder of CSV files. Pass another --out.")
+    test_set = test_name or Path(data).stem
+    scored = []  # (label, seed, folder, Predictions): written only once every model has been scored
+    for folder in dirs:
+        sm = load(folder, precision=precision)
+        label = _evaluation_label(folder, sm.manifest["method"], [x[0] for x in scored])
+        enc = sm.encode(table.texts)
+        scored.append((label, int(sm.manifest.get("seed", 0)), folder,
+                       predict(sm.model, enc, None, batch_size, precision=sm.precision)))
+        del sm
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for label, seed, folder, p in scored:
+        m = classification_metrics(table.labels, p.preds)
+        append_rows(out_dir, INFERENCE_SUMMARY, label, [metrics_row(
+            m, p.seconds, p.tweets_per_sec, label, seed, test_set, dropped=sum(table.dropped.values()))],
+            replace_seed=seed)
+        append_rows(out_dir, PREDICTIONS, label, prediction_rows(
+            table.texts, table.labels, p.preds, p.probs[:, 1], label, seed, test_set), replace_seed=seed)
+        ci = bootstrap_metric_ci(table.labels, p.preds)
+        log(f"{label} on {test_set} ({m['n']} tweets): accuracy {m['accuracy']:.4f} (95% CI {ci['accuracy_lo']:.4f}"
+            f"-{ci['accuracy_hi']:.4f})  F1 {m['f1_macro']:.4f}  ({p.tweets_per_sec:.0f} tweets/s)")
+    atomic_write_json({
+        "data": str(data), "test_set": test_set, "rows": len(table), "dropped": dict(table.dropped),
+        "models": {label: str(folder.resolve()) for label, _, folder, _ in scored}, "precision": precision,
+        "versions": versions(), "finished": datetime.now().isoformat(timespec="seconds"),
+    }, out_dir / EVALUATION_MANIFEST)
+    log(f"{dict(table.dropped) or 'no'} rows dropped from {data}; results: {out_dir}"
+        + (f"  (compare them: sendit report {out_dir})" if len(scored) > 1 else ""))
+    return out_dir
+
+
+def _evaluation_label(folder: Path, method: str, taken: list[str]) -> str:
+    """The method's name, or, when two models share it (lora from two runs), the run folder's name before it."""
+    for label in (method, f"{folder.resolve().parent.name}-{method}", folder.resolve().name):
+        if label not in taken:
+            return check_label(label)
+    raise ConfigError(f"model folder {folder} is given twice; pass each model folder once.")

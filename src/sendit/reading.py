@@ -1,0 +1,330 @@
+"""Reading tabular input, files and streams: every CSV/JSONL/Parquet file sendit reads, and the CSV stream that
+`sendit predict --input` works through chunk by chunk.
+
+The labelled readers return a `Table` (texts, 0/1 labels) plus a `Counter` of dropped rows by reason, so that a run
+can say exactly what it left out. Labels: Sentiment140's 0 = negative and 4 = positive become 0 and 1; its neutral
+2 is dropped and counted. Encoding "auto" is UTF-8, else latin-1 (the encoding of Sentiment140's own files, which
+any byte decodes): a file is decided as a whole, a stream (stdin, a 1.6M-row file read in chunks) cannot be read
+ahead, so there a byte sequence that is not UTF-8 is read as latin-1 where it stands.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import re
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+from sendit.config import ConfigError, DataConfig
+from sendit.rows import DataError, Table, collect, short
+
+EMBEDDED = "embedded"
+SENTIMENT140_COLUMNS = ("target", "id", "date", "query", "user", "text")
+HUB_DATASET = "stanfordnlp/sentiment140"
+TEXT_COLUMNS = ("text", "tweet", "sentence", "content")
+LABEL_COLUMNS = ("label", "target", "sentiment", "polarity")
+
+
+def is_sentiment140(first_row: list[str]) -> bool:
+    """Whether a file's first row is a data row of the headerless six-column Sentiment140 file (target 0/2/4,
+    id, date, query, user, text) rather than a header."""
+    return len(first_row) == 6 and first_row[0].strip() in ("0", "2", "4")
+
+
+# --------------------------------------------------------------------------------------------- readers
+def _open_text(path: Path, encoding: str) -> io.TextIOBase:
+    """The file as text. 'auto' is UTF-8 when the bytes are valid UTF-8, else latin-1 (Sentiment140's own files,
+    which any byte decodes); a UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped either way."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, ValueError) as e:
+            raise DataError(f"{path}: not a readable gzip file ({e}). Decompress it yourself or re-download "
+                            f"it.") from None
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty. Point --data at a CSV with text and label columns.")
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise DataError(
+            f"{path}, line {line}: the file contains NUL bytes, so it is binary or corrupted (a spreadsheet "
+            f"export gone wrong?). Re-export it as plain CSV, or strip the NULs: tr -d '\\000' < in > out."
+        )
+    if encoding == "auto":
+        try:
+            return io.StringIO(raw.decode("utf-8"), newline="")
+        except UnicodeDecodeError:
+            return io.StringIO(raw.decode("latin-1"), newline="")
+    try:
+        return io.StringIO(raw.decode(encoding), newline="")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}, line {line}: byte {raw[e.start:e.start + 1]!r} is not valid {encoding}. Pass --encoding "
+            f"latin-1 (Sentiment140's encoding) or --encoding auto (UTF-8, else latin-1), or re-save the file as "
+            f"{encoding}."
+        ) from None
+    except LookupError:
+        raise ConfigError(f"--encoding {encoding!r} is not an encoding Python knows; use auto, utf-8 or "
+                          f"latin-1.") from None
+
+
+def read_sentiment140(path: str | Path, cfg: DataConfig | None = None, encoding: str = "latin-1") -> Table:
+    """The original six-column file (target, id, date, query, user, text), no header, latin-1."""
+    cfg = cfg or DataConfig()
+    path = Path(path)
+    rows = csv.reader(_open_text(path, encoding), strict=True)
+    items = ((i, r[0] if r else "", r[5] if len(r) == 6 else None, len(r)) for i, r in _numbered(rows))
+    return collect(path, items, cfg, expect_cols=6, columns=SENTIMENT140_COLUMNS)
+
+
+def _numbered(rows):
+    """(line number, row) pairs that survive csv's own errors (broken quoting) as a DataError. The reader is
+    strict, so a quote that is never closed fails instead of swallowing the rest of the file into one tweet."""
+    it = iter(rows)
+    while True:
+        start = rows.line_num + 1
+        try:
+            row = next(it)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            upto = f" (read up to line {rows.line_num})" if rows.line_num > start else ""
+            raise DataError(f"line {start}: malformed CSV ({e}) in the row that starts there{upto}. Check its "
+                            f"quotes: a quoted field must end with a quote followed by a comma or the line end, "
+                            f"and quotes inside it are doubled (\"\").") from None
+        yield rows.line_num, row
+
+
+def read_table(path: str | Path, cfg: DataConfig | None = None, encoding: str | None = None,
+               text_column: str | None = None, label_column: str | None = None, flag: str = "--data") -> Table:
+    """Any supported file: the original Sentiment140 CSV (detected by its shape), or CSV/JSONL/Parquet with
+    text and label columns (named text/label or a synonym, or `text_column`/`label_column`). `flag` is the option
+    that named the file, for the messages."""
+    named = (text_column, label_column)
+    cfg = cfg or DataConfig()
+    path = Path(path)
+    if not path.exists():
+        other = f"'embedded' for the packaged sample, or 'hub' for {HUB_DATASET}" if flag == "--data" else (
+            "'embedded' for the packaged hand-labelled tweets, or 'none'" if flag == "--test-file" else "no file")
+        raise DataError(f"data file '{path}' does not exist. Pass {flag} with a CSV/JSONL/Parquet file, {other}.")
+    if path.is_dir():
+        raise DataError(f"'{path}' is a folder; {flag} takes a file.")
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    if ".parquet" in suffixes or ".jsonl" in suffixes or suffixes.endswith(".json"):
+        import pandas as pd
+
+        try:
+            # dtype=False: texts stay as the file wrote them (pandas would turn a column of "42"s into numbers)
+            df = (pd.read_parquet(path) if ".parquet" in suffixes
+                  else pd.read_json(path, lines=True, dtype=False))
+        except (ValueError, OSError) as e:
+            raise DataError(f"{path}: could not be read ({e}). Check that the file is valid.") from None
+        text_col, label_col = _find_columns(path, list(df.columns), *named)
+        items = ((i + 1, lab, txt, None) for i, (lab, txt) in enumerate(zip(df[label_col], df[text_col])))
+        return collect(path, items, cfg)
+    enc = encoding or cfg.encoding
+    stream = _open_text(path, enc)
+    try:
+        first = next(csv.reader(io.StringIO(stream.readline())), [])
+    except csv.Error:
+        first = []
+    stream.seek(0)
+    if is_sentiment140(first) and named == (None, None):
+        return read_sentiment140(path, cfg, enc)
+    reader = csv.reader(stream, strict=True)
+    try:
+        header = [h.strip() for h in next(_numbered(reader), (1, []))[1]]
+    except DataError as e:
+        raise DataError(f"{path}, {e}") from None
+    text_col, label_col = _find_columns(path, header, *named)
+    ti, li = header.index(text_col), header.index(label_col)
+    n = len(header)
+
+    def items():
+        for line, row in _numbered(reader):
+            if not row:
+                continue
+            yield line, row[li] if len(row) == n else None, row[ti] if len(row) == n else None, len(row)
+
+    return collect(path, items(), cfg, expect_cols=n, columns=tuple(header))
+
+
+def _find_columns(path: Path, columns: list, text_column: str | None = None,
+                  label_column: str | None = None) -> tuple[str, str]:
+    for flag, name in (("--text-column", text_column), ("--label-column", label_column)):
+        if name is not None and name not in columns:
+            raise DataError(f"{path}: {flag} {name!r} is not a column of the file; its columns are "
+                            f"{', '.join(short(c) for c in columns) or 'none'}.")
+    lower = {str(c).strip().lower(): c for c in columns}
+    text = text_column or next((lower[c] for c in TEXT_COLUMNS if c in lower), None)
+    label = label_column or next((lower[c] for c in LABEL_COLUMNS if c in lower), None)
+    missing = [what for what, col in (("text", text), ("label", label)) if col is None]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(short(c) for c in columns) or 'none'}. "
+            f"The file needs a header with a 'text' column (or tweet/sentence) and a 'label' column "
+            f"(or target/sentiment), or the headerless six-column Sentiment140 format."
+        )
+    return text, label
+
+
+def embedded_path(name: str) -> Path:
+    return Path(str(resources.files("sendit") / "resources" / name))
+
+
+def read_source(spec: str, cfg: DataConfig) -> Table:
+    """Resolve --data: 'embedded', 'hub' / 'hub:<dataset id>', or a file."""
+    if spec == EMBEDDED:
+        return read_sentiment140(embedded_path("sentiment140_sample.csv.gz"), cfg)
+    if spec == "hub" or spec.startswith("hub:"):
+        return read_hub(spec.partition(":")[2] or HUB_DATASET, cfg)
+    return read_table(spec, cfg)
+
+
+def read_hub(dataset_id: str, cfg: DataConfig) -> Table:
+    """The Hugging Face hub copy of Sentiment140 (columns text, sentiment 0/4). Needs `pip install sendit[hub]`."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("reading from the hub needs the datasets package: pip install 'sendit[hub]'") from None
+    try:
+        ds = datasets.load_dataset(dataset_id, split="train")
+    except Exception as e:  # network errors, missing dataset: all surface as a user-facing message
+        raise DataError(
+            f"could not load '{dataset_id}' from the Hugging Face hub ({type(e).__name__}: {e}). Offline? "
+            f"Download training.1600000.processed.noemoticon.csv and pass it with --data."
+        ) from None
+    label_col = "sentiment" if "sentiment" in ds.column_names else "label"
+    items = ((i + 1, lab, txt, None) for i, (lab, txt) in enumerate(zip(ds[label_col], ds["text"])))
+    return collect(Path(dataset_id), items, cfg)
+
+
+def read_test_file(spec: str, cfg: DataConfig) -> Table:
+    """The hand-labelled test file; neutral rows are dropped (498 -> 359 tweets)."""
+    path = embedded_path("testdata.manual.2009.06.14.csv") if spec == EMBEDDED else spec
+    return read_table(path, cfg, flag="--test-file")
+
+
+# --------------------------------------------------------------------------------------------- streams
+# surrogateescape turns each byte that is not valid UTF-8 into U+DC80..U+DCFF (bytes 0x80-0xFF; ASCII is always
+# valid); mapping those back to the same byte read as latin-1 keeps valid UTF-8 as UTF-8 and every stray byte as
+# the latin-1 character it is, without registering a codec error handler for the whole process.
+_ESCAPED = re.compile("[\udc80-\udcff]")
+
+
+def _as_latin1(text: str) -> str:
+    return text if text.isascii() else _ESCAPED.sub(lambda m: chr(ord(m.group()) - 0xDC00), text)
+
+
+class _Stream:
+    """A text stream over bytes (UTF-8, stray bytes as latin-1) whose first line can be looked at and then handed
+    back in front of the rest."""
+
+    def __init__(self, raw: io.BufferedIOBase):
+        self.text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        self.head = ""
+
+    def first_line(self) -> str:
+        # A UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped, as the file readers drop it.
+        self.head = _as_latin1(self.text.readline()).removeprefix("\ufeff")
+        return self.head
+
+    def read(self, n: int = -1) -> str:
+        if not self.head:
+            return _as_latin1(self.text.read(n))
+        if n is None or n < 0:
+            out, self.head = self.head + _as_latin1(self.text.read()), ""
+        else:
+            out, self.head = self.head[:n], self.head[n:]
+        return out
+
+    def __iter__(self):
+        return iter(self.readline, "")
+
+    def readline(self) -> str:
+        if self.head:
+            out, self.head = self.head, ""
+            return out
+        return _as_latin1(self.text.readline())
+
+
+def _open_stream(input_path: str) -> _Stream:
+    if input_path == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise DataError("--input -: stdin is closed, so there is nothing to read. Pipe a CSV in "
+                            "(cat tweets.csv | sendit predict MODEL_DIR --input -) or pass --input FILE.csv.")
+        return _Stream(sys.stdin.buffer)
+    path = Path(input_path)
+    if not path.is_file():
+        raise DataError(f"--input '{input_path}' does not exist or is not a file. Pass a CSV file with a "
+                        f"header and a text column, or '-' to read the CSV from stdin.")
+    return _Stream(gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb"))
+
+
+def read_chunks(input_path: str, text_column: str = "text", chunk_size: int = 10_000,
+                reserved: tuple[str, ...] = ()) -> Iterator:
+    """The CSV (or '-' = stdin) as DataFrames of chunk_size rows, every column as the text it was in the file.
+
+    The headerless six-column Sentiment140 file is recognised by its first line and gets the column names
+    target, id, date, query, user, text. An input that already has a `reserved` column is refused."""
+    import pandas as pd
+
+    where = "stdin" if input_path == "-" else input_path
+    stream = _open_stream(input_path)
+    head = stream.first_line()
+    if not head.strip():
+        raise DataError(f"--input {where}: the input is empty (the first line must be a CSV header).")
+    first = next(csv.reader([head]), [])
+    names = None
+    if text_column not in first and is_sentiment140(first):
+        names = list(SENTIMENT140_COLUMNS)
+    elif text_column not in first:
+        raise DataError(f"--input {where}: no '{text_column}' column in the header (found "
+                        f"{', '.join(first) or 'nothing'}). Pass --text-column NAME, or add a header line.")
+    dup = [c for c in reserved if c in (names or first)]
+    if dup:
+        raise DataError(f"--input {where} already has a '{dup[0]}' column (is it an output of sendit predict?). "
+                        f"Drop or rename it first so the prediction does not overwrite it.")
+    try:
+        rows = 0
+        for chunk in pd.read_csv(stream, chunksize=chunk_size, dtype=str, keep_default_na=False,
+                                 header=None if names else "infer", names=names):
+            rows += len(chunk)
+            if len(chunk):
+                yield chunk
+        if not rows:
+            raise DataError(f"--input {where}: the file has a header but no rows, so there is nothing to predict.")
+    except pd.errors.ParserError as e:
+        raise DataError(f"--input {where}: malformed CSV ({e}). Check the quoting and the number of fields "
+                        f"on that line.") from None
+    finally:
+        if input_path == "-":
+            stream.text.detach()  # leave sys.stdin usable (and open) for the caller
+        else:
+            stream.text.close()
+
+
+def read_texts(path: str | Path, column: str = "text") -> list[str]:
+    """Unlabelled texts: a CSV read as `sendit predict --input` reads it, or one JSON object per line."""
+    path = Path(path)
+    if path.suffix != ".jsonl":
+        return [text for chunk in read_chunks(str(path), column) for text in chunk[column]]
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"'{path}' does not exist or is not a file. Pass a JSON-lines file with a '{column}' key.")
+    try:
+        df = pd.read_json(path, lines=True)
+    except (ValueError, OSError) as e:
+        raise DataError(f"{path}: could not be read as JSON lines ({' '.join(str(e).split())}). Check that each "
+                        f"line is one JSON object.") from None
+    if column not in df.columns:
+        raise DataError(f"{path}: no '{column}' column (found {', '.join(map(str, df.columns))}).")
+    return ["" if v is None or (isinstance(v, float) and v != v) else str(v) for v in df[column]]

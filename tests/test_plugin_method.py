@@ -1,0 +1,76 @@
+"""Adding a PEFT method is one file plus one registry line: a LoRA variant defined and registered here, and nowhere
+else, runs, saves, reloads, exports (merged and as an adapter) and is reported with no other change."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import tiny_run_args
+
+from sendit.cli import main
+from sendit.methods import METHODS, register
+from sendit.methods.lora import Lora
+from sendit.model_folder import load
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TEXTS = ["what a great day", "worst service ever", "so sad today", "love it!!"]
+
+
+class LoraEverywhere(Lora):
+    """LoRA on every linear layer but the head (the whole file of a new method)."""
+
+    name = "lora-everywhere"
+    default_lr = 1e-2
+    display_name = "LoRA (all linear)"
+    cost_rank = 3.5  # between LoRA and DoRA
+    search_space = {"lr": {"low": 1e-3, "high": 3e-2, "log": True}}
+
+    def peft_config(self, model, cfg):
+        config = super().peft_config(model, cfg)
+        config.target_modules = "all-linear"
+        return config
+
+
+@pytest.fixture
+def plugin():
+    method = register(LoraEverywhere())  # the one registry line
+    yield method
+    METHODS.pop(method.name)
+
+
+def test_a_new_method_needs_one_file_and_one_registry_line(plugin, tiny_opt, tmp_path):
+    run = tmp_path / "run"
+    assert main(tiny_run_args(tiny_opt, run, f"bitfit,{plugin.name}")) == 0
+    results = pd.read_csv(run / f"{plugin.name}_results.csv").iloc[0]
+    assert results["lr"] == plugin.default_lr and 0 < results["trainable_params"] < results["total_params"]
+
+    # saved as a peft adapter on every linear layer (not only the attention projections of plain LoRA)
+    adapter = json.loads((run / plugin.name / "adapter_config.json").read_text())
+    leaves = {name.rsplit(".", 1)[-1] for name in adapter["target_modules"]}
+    assert leaves >= {"fc1", "fc2", "q_proj", "v_proj", "k_proj", "out_proj"}
+    merged, unmerged = load(run / plugin.name, precision="fp32"), load(run / plugin.name, merge=False,
+                                                                         precision="fp32")
+    np.testing.assert_allclose(merged.predict_proba(TEXTS).probs, unmerged.predict_proba(TEXTS).probs, atol=1e-5)
+
+    # export: merged by default; --no-merge keeps the adapter because the method says it is one
+    assert main(["export", str(run / plugin.name), "--out", str(tmp_path / "merged")]) == 0
+    assert (tmp_path / "merged" / "config.json").exists() and not (tmp_path / "merged" / "adapter_config.json").exists()
+    assert main(["export", str(run / plugin.name), "--out", str(tmp_path / "adapter"), "--no-merge"]) == 0
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    from transformers import AutoModelForSequenceClassification
+
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
+    enc = merged.tokenizer(TEXTS, return_tensors="pt", padding=True)
+    import torch
+
+    with torch.no_grad():
+        probs = torch.softmax(plain(**enc).logits, -1).numpy()
+    np.testing.assert_allclose(probs, merged.predict_proba(TEXTS).probs, atol=1e-4)
+
+    # the report reads it like any method
+    assert main(["report", str(run)]) == 0
+    table = pd.read_csv(run / "report" / "tables" / "test.csv")
+    assert {"BitFit", plugin.display_name} <= set(table["method"])  # each method names itself

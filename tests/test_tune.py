@@ -1,0 +1,418 @@
+"""`sendit tune`: search spaces, validation-only search, pruning, failed trials, resume, workers, the preset."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from sendit import engine, tune_trials
+from sendit.cli import main
+from sendit.config import ConfigError, resolve_config_path
+from sendit.engine import TrainingError
+from sendit.methods import METHODS, get_method
+from sendit.run_folder import read_manifest
+from sendit.report import build_report
+from sendit.report import stats as rstats
+from sendit.report.load import RunData
+from sendit.report.recommend import Budget, busy_notes, expected_max, expected_max_curves, pareto_front, recommend
+from sendit.tune import tune
+from sendit.tune_config import load_tune_config
+from sendit.tune_trials import TRIAL_COLUMNS, TRIALS_CSV, apply_params, default_params, method_space
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+QUIET = dict(log=lambda s: None)
+
+
+def _cfg(model, out, methods="head", seeds=(0,), **tune_settings):
+    overrides = dict(model=str(model), methods=methods, train_size=64, val_size=24, test_size=40, epochs=2,
+                     batch_size=16, out=str(out), threads=1, seeds=list(seeds))
+    return load_tune_config(None, overrides, {"trials": 3, **tune_settings})
+
+
+def _trials(run_dir):
+    return pd.read_csv(run_dir / TRIALS_CSV)
+
+
+# ------------------------------------------------------------------------------------------------ spaces
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_each_method_declares_a_search_space_that_yields_valid_configs(name):
+    method = get_method(name)
+    space = method_space(name)
+    lr = space["lr"]
+    assert lr["log"] and lr["low"] <= method.default_lr <= lr["high"]
+    if name in ("lora", "dora"):
+        assert {"lora_r", "lora_alpha", "lora_dropout", "target_modules"} <= set(space)
+    if name == "full":
+        assert {"warmup_ratio", "weight_decay"} <= set(space)
+    cfg, _ = load_tune_config(None, {"methods": name}, {})
+    for corner in ("low", "high"):  # every corner of the space is a config the run would accept
+        params = {k: s["choices"][-1 if corner == "high" else 0] if "choices" in s else s[corner]
+                  for k, s in space.items()}
+        tuned = apply_params(cfg, name, params)
+        assert tuned.method.method_lr[name] == pytest.approx(params["lr"])
+    assert default_params(cfg, name, space)["lr"] == method.default_lr
+
+
+def test_config_overrides_a_method_space_and_target_modules_reach_peft():
+    space = method_space("lora", {"lora_r": {"choices": [2]}, "lora_dropout": None, "lr": {"low": "1e-4",
+                                                                                              "high": 1e-3}})
+    assert space["lora_r"] == {"choices": [2]} and "lora_dropout" not in space and "lora_alpha" in space
+    cfg, _ = load_tune_config(None, {"methods": "lora"}, {})
+    assert apply_params(cfg, "lora", {"target_modules": "attention"}).method.target_modules is None
+    assert apply_params(cfg, "lora", {"target_modules": "all-linear"}).method.target_modules == ["all-linear"]
+    with pytest.raises(ConfigError, match="neither lr nor"):
+        method_space("lora", {"lora_rank": {"choices": [4]}})
+    with pytest.raises(ConfigError, match="low <= high"):
+        method_space("head", {"lr": {"low": 1e-2, "high": 1e-3, "log": True}})
+
+
+def test_shipped_tune_preset_loads_and_a_bad_tune_key_is_one_paragraph(tmp_path, capsys):
+    cfg, tcfg = load_tune_config(resolve_config_path("tune-quick"), {}, {})
+    for name in cfg.method.methods:
+        method_space(name, tcfg.space.get(name))
+    assert len(cfg.seed_list()) >= 2 and tcfg.trials >= 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tune:\n  trails: 4\n")
+    assert main(["tune", "--config", str(bad), "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'tune.trails'" in err and "Did you mean 'trials'" in err and "Traceback" not in err
+    assert not (tmp_path / "never").exists()
+    space = "{lora: {lora_dropout: {low: 0.5, high: 1.5}}}"
+    assert main(["tune", "--methods", "lora", "--space", space, "--out", str(tmp_path / "never")]) == 2
+    assert "tune.space.lora.lora_dropout: the value 1.5 is not a valid setting" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+# ------------------------------------------------------------------------------------------------ sweeps
+def test_search_reads_validation_only_then_confirms_every_seed(tiny_opt, tmp_path, monkeypatch):
+    seen, phase = [], {"now": "search"}
+    real_predict, real_confirm = engine.predict, __import__("sendit.tune", fromlist=["confirm"]).confirm
+
+    def spy_predict(model, data, *a, **kw):
+        seen.append((phase["now"], len(data)))
+        return real_predict(model, data, *a, **kw)
+
+    def spy_confirm(*a, **kw):
+        phase["now"] = "confirm"
+        return real_confirm(*a, **kw)
+
+    monkeypatch.setattr(engine, "predict", spy_predict)
+    monkeypatch.setattr("sendit.workflow.predict", spy_predict)
+    monkeypatch.setattr("sendit.tune.confirm", spy_confirm)
+    cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", methods="bitfit,lora", seeds=(0, 1))
+    run_dir = tune(cfg, tcfg, report=False, **QUIET)
+
+    searched = [n for p, n in seen if p == "search"]
+    assert searched and set(searched) == {24}, "the search must predict the 24 validation rows and nothing else"
+    assert {40, 359} <= {n for p, n in seen if p == "confirm"}  # the test sets, only once the search is over
+    trials = _trials(run_dir)
+    assert trials.columns.tolist() == TRIAL_COLUMNS
+    assert len(trials) == 6 and set(trials["state"]) == {"complete"}
+    assert trials.groupby("method")["trial"].apply(sorted).map(list).tolist() == [[0, 1, 2], [0, 1, 2]]
+    first = trials[trials["trial"] == 0].set_index("method")["lr"]
+    assert first["bitfit"] == get_method("bitfit").default_lr and first["lora"] == get_method("lora").default_lr
+    per_epoch = json.loads(trials["val_f1_by_epoch"].iloc[0])
+    assert len(per_epoch) == 2 and trials["best_val_f1"].iloc[0] == pytest.approx(max(per_epoch), abs=1e-6)
+    assert (trials["peak_memory_mb"] > 0).all() and (trials["time_sec"] > 0).all()
+
+    tuned = read_manifest(run_dir)["tuned"]
+    for name in ("bitfit", "lora"):
+        rows = trials[trials["method"] == name]
+        best = rows.loc[rows["objective"].idxmax()]
+        assert tuned[name]["trial"] == best["trial"]
+        results = pd.read_csv(run_dir / f"{name}_results.csv")
+        assert sorted(results["seed"]) == [0, 1]
+        assert results["lr"].tolist() == pytest.approx([best["lr"]] * 2)
+        assert (run_dir / name).is_dir() and (run_dir / f"{name}-seed1").is_dir()
+        metrics = pd.read_csv(run_dir / f"{name}_inference_metrics_summary.csv")
+        assert len(metrics) == 4  # two test sets x two seeds
+
+    out = build_report([run_dir], n_boot=100, dpi=40)  # `sendit report` reads the sweep like any run
+    summary = json.loads((out / "stats.json").read_text())
+    assert summary["recommendation"].startswith("Use ") and len(summary["seed_pairs"]) == 2
+    html = (out / "index.html").read_text()
+    assert "Holm-corrected" in html and "test rows and seeds together" in html  # the report says how it tested
+    assert html.rindex("<section") == html.index('<section id="recommendation">'), "the report ends with it"
+    assert (out / "tables" / "expected_best_of_n.csv").is_file() and (out / "tables" / "pareto.csv").is_file()
+
+
+def _scripted_validation(monkeypatch, scores):
+    """Validation F1 in call order (then the last value): the pruner's input, made deterministic."""
+    calls = []
+    real = engine.evaluate_loss
+
+    def scripted(*a, **kw):
+        out = real(*a, **kw)
+        out["f1"] = scores[min(len(calls), len(scores) - 1)]
+        calls.append(out["f1"])
+        return out
+
+    monkeypatch.setattr(engine, "evaluate_loss", scripted)
+
+
+@pytest.mark.parametrize("pruner, pruned", [("median", [1, 2]), ("none", [])])
+def test_trials_below_the_median_are_pruned_after_one_epoch(tiny_opt, tmp_path, monkeypatch, pruner, pruned):
+    _scripted_validation(monkeypatch, [0.9, 0.9, 0.1])
+    cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", pruner=pruner, prune_after_trials=1)
+    trials = _trials(tune(cfg, tcfg, report=False, **QUIET)).set_index("trial")
+    assert trials.index[trials["state"] == "pruned"].tolist() == pruned
+    assert trials.loc[pruned, "epochs_run"].tolist() == [1] * len(pruned)
+    assert trials.loc[0, "state"] == "complete" and trials.loc[0, "epochs_run"] == 2
+
+
+def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(tiny_opt, tmp_path, monkeypatch):
+    calls = []
+    real_fit = tune_trials.fit
+
+    def flaky_fit(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise TrainingError("head trial 1: the training loss became nan in epoch 1.")
+        return real_fit(*a, **kw)
+
+    monkeypatch.setattr(tune_trials, "fit", flaky_fit)
+    url = f"sqlite:///{tmp_path / 'study.db'}"  # --storage: an RDB URL instead of the run folder's journal
+    cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", storage=url)
+    run_dir = tune(cfg, tcfg, report=False, **QUIET)
+    trials = _trials(run_dir).set_index("trial")
+    assert trials["state"].tolist() == ["complete", "failed", "complete"]
+    assert "loss became nan" in trials.loc[1, "note"]
+    assert read_manifest(run_dir)["status"] == {"head/seed0": "done"}
+    assert not (run_dir / tune_trials.JOURNAL).exists()
+    assert len(optuna.load_study(study_name="run-head", storage=url).trials) == 3
+
+
+def test_busy_machine_is_recorded_and_warned_about():
+    results = pd.DataFrame({"load_avg_1m_before": [2.1, 3.6], "torch_threads": [2, 2]})
+    data = RunData(results=results, epochs=pd.DataFrame(), metrics=pd.DataFrame(), predictions=pd.DataFrame(),
+                   names=[])
+    trials = pd.DataFrame({"load_avg_1m": [1.0, 5.0, 2.0], "cores": [2, 2, 2]})
+    notes = busy_notes(data, trials)
+    assert len(notes) == 2 and "1 of 2 training runs" in notes[0] and "1 of 3 tuning trials" in notes[1]
+    assert busy_notes(data.__class__(results.assign(load_avg_1m_before=2.5), *[pd.DataFrame()] * 3, []),
+                      trials.assign(load_avg_1m=1.0)) == []
+
+
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tiny_opt, tmp_path, monkeypatch):
+    calls = []
+    real_fit = tune_trials.fit
+
+    def killed_in_third_trial(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what the journal sees of a kill: trial 2 started and never finished
+        return real_fit(*a, **kw)
+
+    monkeypatch.setattr(tune_trials, "fit", killed_in_third_trial)
+    cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", trials=9)  # TPE still samples at random for 3 trials
+    cfg.train.epochs = 1
+    with pytest.raises(KeyboardInterrupt):
+        tune(cfg, tcfg, report=False, **QUIET)
+    run_dir = tmp_path / "run"
+    before = _trials(run_dir).set_index("trial")
+    assert before["state"].tolist() == ["complete", "complete"]
+
+    calls.clear()
+    monkeypatch.setattr(tune_trials, "fit", lambda *a, **kw: (calls.append(1), real_fit(*a, **kw))[1])
+    assert main(["tune", "--resume", str(run_dir), "--no-report"]) == 0
+    after = _trials(run_dir).set_index("trial")
+    assert len(calls) == 7, "only the budget left (the interrupted trial's included) is run"
+    assert after.loc[[0, 1], ["objective", "started"]].equals(before.loc[[0, 1], ["objective", "started"]])
+    assert after.loc[2, "state"] == "failed" and after.loc[2, "note"].startswith("interrupted")
+    assert (after.loc[3:, "state"] == "complete").all() and len(after) == 10
+    assert not set(after.loc[3:, "params"]) & set(after.loc[[0, 1], "params"]), "a resumed sampler must not replay"
+    assert read_manifest(run_dir)["status"] == {"head/seed0": "done"}
+
+
+def test_two_workers_share_one_journal(tiny_opt, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    real_fit = tune_trials.fit
+
+    def wait_for_the_other_worker(*a, **kw):
+        # This process (worker 0) would finish every tiny trial before worker 1 has imported torch: its first
+        # trial waits until worker 1 runs one too, so that the test sees both share the study.
+        study = optuna.load_study(study_name="head", storage=tune_trials.open_storage(None, run_dir))
+        deadline = time.monotonic() + 120
+        while len(study.get_trials(states=(optuna.trial.TrialState.RUNNING,))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        monkeypatch.setattr(tune_trials, "fit", real_fit)
+        return real_fit(*a, **kw)
+
+    monkeypatch.setattr(tune_trials, "fit", wait_for_the_other_worker)
+    cfg, tcfg = _cfg(tiny_opt, run_dir, trials=5, workers=2)
+    cfg.train.epochs = 1
+    tune(cfg, tcfg, report=False, **QUIET)
+    trials = _trials(run_dir)
+    real = trials[~trials["note"].astype(str).str.startswith("over budget")]
+    assert sorted(real["trial"]) == list(range(len(real))) and len(real) == 5
+    assert set(real["state"]) == {"complete"} and set(real["worker"]) == {0, 1}, "both processes ran trials"
+    assert read_manifest(run_dir)["status"] == {"head/seed0": "done"}
+
+
+@pytest.mark.slow  # a local Ray instance takes ~30 s to start
+def test_ray_backend_runs_the_same_trials_and_writes_the_same_trials_csv(tiny_opt, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", trials=2, backend="ray", workers=2)
+        run_dir = tune(cfg, tcfg, report=False, **QUIET)
+    finally:
+        ray.shutdown()
+    trials = _trials(run_dir)
+    assert trials.columns.tolist() == TRIAL_COLUMNS and trials["trial"].tolist() == [0, 1]
+    assert trials.loc[0, "lr"] == get_method("head").default_lr  # the default configuration is trial 0
+    assert set(trials["state"]) <= {"complete", "pruned"} and (trials["epochs_run"] >= 1).all()
+    assert (trials["trainable_params"] > 0).all() and (trials["peak_memory_mb"] > 0).all()
+    assert read_manifest(run_dir)["status"] == {"head/seed0": "done"}
+    assert pd.read_csv(run_dir / "head_results.csv")["lr"].iloc[0] == pytest.approx(
+        json.loads(trials.loc[trials["objective"].idxmax(), "params"])["lr"])
+
+
+def test_ray_results_become_trials_csv_rows_in_creation_order():
+    from types import SimpleNamespace
+
+    from sendit.tune_ray import trial_rows
+
+    def result(number, lr, f1s, done=True, error=None, t=0.0):
+        df = pd.DataFrame({"val_f1": f1s, "val_accuracy": f1s, "timestamp": [t + i for i in range(len(f1s))],
+                           "lr": lr, "time_sec": 1.0, "trainable_params": 32, "peak_memory_mb": 500.0,
+                           "load_avg_1m": 1.0, "cores": 2, "worker": "host:1"})
+        return SimpleNamespace(path=f"/r/head/_trial_0123abcd_{number}_lr={lr}_2026", metrics={"done": done},
+                               metrics_dataframe=df, config={"lr": lr}, error=error)
+
+    # the second trial reported first (they ran side by side): numbering follows creation, not reports
+    rows = trial_rows("head", [result(2, 0.01, [0.5], done=False, t=0), result(1, 0.02, [0.6, 0.7], t=5),
+                               result(3, 0.03, [], error=RuntimeError("loss became nan"), t=9)])
+    assert rows.columns.tolist() == TRIAL_COLUMNS and rows["trial"].tolist() == [0, 1, 2]
+    assert rows["lr"].tolist()[:2] == [0.02, 0.01] and rows["state"].tolist() == ["complete", "pruned", "failed"]
+    assert rows["objective"].tolist()[:2] == [0.7, 0.5] and "loss became nan" in rows.loc[2, "note"]
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def _two_methods(correct_a: dict, correct_b: dict, n: int) -> RunData:
+    """A RunData of methods a and b whose per-seed correctness on n rows is given (label 1 everywhere)."""
+    rows = [{"name": name, "method": name, "seed": s, "test_set": "held-out split", "row_id": i, "label": 1,
+             "prediction": int(c[i])}
+            for name, by_seed in (("a", correct_a), ("b", correct_b)) for s, c in by_seed.items() for i in range(n)]
+    results = pd.DataFrame([{"name": m, "method": m, "seed": s} for m in "ab" for s in correct_a])
+    return RunData(results=results, epochs=pd.DataFrame(), metrics=pd.DataFrame(), predictions=pd.DataFrame(rows),
+                   names=["a", "b"])
+
+
+def test_holm_matches_statsmodels():
+    multipletests = pytest.importorskip("statsmodels.stats.multitest").multipletests
+    rng = np.random.default_rng(0)
+    for p in (rng.uniform(0, 0.2, 7), np.array([0.01, 0.04, 0.04, 0.03, 0.5]), np.array([0.3])):
+        assert rstats.holm(p) == pytest.approx(multipletests(p, method="holm")[1], abs=1e-12)
+
+
+def test_identical_seeds_are_one_seed_of_evidence_not_three():
+    rng = np.random.default_rng(1)
+    n = 150
+    a, b = rng.random(n) < 0.80, rng.random(n) < 0.70
+    one = rstats.compute_stats(_two_methods({0: a}, {0: b}, n), rstats.StatsConfig(n_boot=500))
+    three = rstats.compute_stats(_two_methods({0: a, 1: a, 2: a}, {0: b, 1: b, 2: b}, n),
+                                 rstats.StatsConfig(n_boot=500))
+    (row,) = three["seed_pairs"].to_dict("records")
+    d = a.astype(float) - b  # by hand: one-sample t on the per-row differences, rows as the unit
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(n))
+    assert row["rows_p"] == pytest.approx(2 * sps.t.sf(abs(t), n - 1), rel=1e-9)
+    assert row["p_holm"] == row["rows_p"]  # one pair: nothing to correct
+    pooled = rstats.mcnemar_exact(np.tile(a, 3), np.tile(b, 3))[2]
+    assert pooled < row["rows_p"] / 10, "pooling seeds would have inflated the evidence"
+    single = one["pairs"].iloc[0]
+    assert (row["ci_lo"], row["ci_hi"]) == pytest.approx((single["ci_lo"], single["ci_hi"]))
+
+
+def test_seed_bootstrap_resamples_rows_and_seeds_and_widens_for_seed_noise():
+    rng = np.random.default_rng(2)
+    diff = rng.choice([-1.0, 0.0, 1.0], size=(9, 3)) + np.array([0.0, 0.5, -0.5])
+    d, lo, hi = rstats.bootstrap_diff_ci(diff, n_boot=40, seed=3, level=0.9)
+    rows = np.random.default_rng(3).integers(0, 9, size=(40, 9))  # the same draws, as a plain loop
+    seeds = np.random.default_rng([3, 1]).integers(0, 3, size=(40, 3))
+    stats = [diff[r][:, s].mean() for r, s in zip(rows, seeds)]
+    assert (d, lo, hi) == pytest.approx((diff.mean(), *np.percentile(stats, [5, 95])))
+    shifted = np.tile(rng.choice([0.0, 1.0], size=(300, 1)), 3) + np.array([-0.3, 0.0, 0.3])
+    _, lo2, hi2 = rstats.bootstrap_diff_ci(shifted, n_boot=300)
+    _, lo1, hi1 = rstats.bootstrap_diff_ci(shifted.mean(axis=1), n_boot=300)
+    assert hi2 - lo2 > 1.5 * (hi1 - lo1), "seed-to-seed differences must widen the interval"
+
+
+def test_pairwise_verdicts_are_holm_corrected_per_test_set():
+    multipletests = pytest.importorskip("statsmodels.stats.multitest").multipletests
+    rng = np.random.default_rng(3)
+    n = 120
+    data = _two_methods({0: rng.random(n) < 0.8, 1: rng.random(n) < 0.8},
+                        {0: rng.random(n) < 0.7, 1: rng.random(n) < 0.72}, n)
+    extra = data.predictions[data.predictions["name"] == "b"].assign(
+        name="c", method="c", prediction=(rng.random(2 * n) < 0.75).astype(int))
+    data.predictions = pd.concat([data.predictions, extra], ignore_index=True)
+    data.results = pd.concat([data.results, data.results.assign(name="c", method="c").iloc[:2]])
+    data.names = ["a", "b", "c"]
+    sp = rstats.compute_stats(data, rstats.StatsConfig(n_boot=200))["seed_pairs"]
+    assert len(sp) == 3
+    assert sp["p_holm"].tolist() == pytest.approx(multipletests(sp["rows_p"], method="holm")[1].tolist())
+    assert all("over 3 pairs" in v for v in sp["verdict"])
+
+
+def test_runs_with_different_data_or_budgets_are_not_compared_pairwise():
+    rng = np.random.default_rng(4)
+    data = _two_methods({0: rng.random(80) < 0.8}, {0: rng.random(80) < 0.7}, 80)
+    data.predictions["run"] = data.predictions["name"].map({"a": "quick", "b": "tuned"})
+    setup = {"data": {"train_size": 4000, "split_seed": 0}, "train": {"epochs": 2}}
+    data.manifests = {"quick": {"config": setup}, "tuned": {"config": {**setup, "data": {"train_size": 1500,
+                                                                                          "split_seed": 0}}}}
+    assert rstats.compute_stats(data, rstats.StatsConfig(n_boot=50))["pairs"].empty
+    assert any("different data or budgets (train_size 4000 vs 1500)" in n for n in data.notes)
+    data.manifests["tuned"] = {"config": {**setup, "method": {"method_lr": {"a": 1e-3}}}}  # lr may differ
+    assert len(rstats.compute_stats(data, rstats.StatsConfig(n_boot=50))["pairs"]) == 1
+
+
+# ------------------------------------------------------------------------------------------------ recommendation
+COSTS = pd.DataFrame({
+    "accuracy": [0.70, 0.880, 0.895, 0.900], "trainable_params": [1e3, 1e5, 1e6, 1e8],
+    "trainable_pct": [0.001, 0.1, 1.0, 100.0], "peak_memory_mb": [500, 600, 700, 2500],
+    "runtime_sec": [60, 120, 180, 900], "saved_size_mb": [0.01, 0.4, 4.0, 400.0],
+}, index=["head", "bitfit", "lora", "full"])
+PAIRS = pd.DataFrame([  # a − b in points; full vs bitfit stored the other way round on purpose
+    {"a": "head", "b": "full", "diff_points": -20.0, "ci_lo": -23.0, "ci_hi": -17.0, "p_holm": 1e-9},
+    {"a": "full", "b": "bitfit", "diff_points": 2.0, "ci_lo": -0.5, "ci_hi": 4.5, "p_holm": 0.09},
+    {"a": "lora", "b": "full", "diff_points": -0.5, "ci_lo": -2.0, "ci_hi": 1.0, "p_holm": 0.6},
+    {"a": "head", "b": "bitfit", "diff_points": -18.0, "ci_lo": -21.0, "ci_hi": -15.0, "p_holm": 1e-9},
+])
+
+
+def test_recommendation_is_the_cheapest_method_not_significantly_worse_than_the_best():
+    text = recommend(COSTS, PAIRS)
+    assert text.startswith("Use BitFit: it is not significantly worse than the best (Full FT, -2.0 points, "
+                           "95 % CI [-4.5, 0.5]")
+    assert "0.1 % of the parameters" in text
+    significant_gap = PAIRS.assign(p_holm=[1e-9, 0.001, 0.6, 1e-9], ci_lo=[-23, 0.5, -2, -21])
+    assert recommend(COSTS, significant_gap).startswith("Use LoRA:")
+    budget = Budget(max_trainable_params=1e5, max_peak_memory_mb=1000)
+    assert recommend(COSTS, PAIRS, budget).startswith("Use BitFit: it is the most accurate method within the budget")
+    assert recommend(COSTS, PAIRS, Budget(max_train_minutes=0.5)).startswith("No method fits the budget")
+    cheapest_best = recommend(COSTS.assign(accuracy=[0.95, 0.88, 0.895, 0.9]), PAIRS)
+    assert cheapest_best.startswith("Use Head-only: it is the most accurate method (95.0 % test accuracy) and no "
+                                    "method trains fewer parameters")
+
+
+def test_expected_best_of_n_matches_enumeration_and_pareto_front():
+    values = np.array([0.6, 0.7, 0.7, 0.9])
+    for n in (1, 2, 3):
+        draws = itertools.product(values, repeat=n)
+        assert expected_max(values, n) == pytest.approx(np.mean([max(d) for d in draws]))
+    trials = pd.DataFrame({"method": ["lora"] * 4 + ["head"], "state": ["complete", "pruned", "failed",
+                           "complete", "complete"], "best_val_accuracy": [0.8, 0.6, None, 0.7, 0.5]})
+    curves = expected_max_curves(trials).set_index(["method", "trials"])["expected_best_val_accuracy"]
+    assert curves[("lora", 1)] == pytest.approx(0.7) and curves[("lora", 3)] == pytest.approx(
+        expected_max(np.array([0.8, 0.6, 0.7]), 3))
+    assert pareto_front(COSTS, "trainable_params") == ["head", "bitfit", "lora", "full"]
+    assert pareto_front(COSTS.assign(accuracy=[0.7, 0.9, 0.89, 0.9]), "trainable_params") == ["head", "bitfit"]
