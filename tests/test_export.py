@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import save_tiny_opt, tiny_run_args
+from helpers import decided, paths_atol, save_tiny_opt, tiny_run_args
 
 import sendit
 from sendit.cli import main
@@ -153,9 +153,11 @@ def test_python_api_reproduces_the_runs_predictions(exported):
 
     src = exported["sources"]["lora"]
     rows = pd.read_csv(src.parent / "lora_inference_predictions.csv", keep_default_na=False)
-    got = sendit.load(src).predict(rows["text"].tolist())
-    np.testing.assert_allclose([d["prob_positive"] for d in got], rows["prob_positive"], atol=1e-5)
-    assert [d["label"] for d in got] == rows["prediction"].tolist()
+    got = sendit.load(src).predict(rows["text"].tolist())  # the run's precision, other batches than the run's
+    atol = paths_atol(1e-5)
+    np.testing.assert_allclose([d["prob_positive"] for d in got], rows["prob_positive"], atol=atol)
+    sure = decided(rows["prob_positive"], atol)
+    assert [d["label"] for d, s in zip(got, sure) if s] == rows["prediction"][sure].tolist()
 
 
 def edge_texts() -> list[str]:
@@ -205,7 +207,8 @@ def test_no_merge_writes_a_peft_adapter_folder(exported, tmp_path):
         theirs = torch.softmax(model(**enc).logits, -1)[:, 1].numpy()
     np.testing.assert_allclose(theirs, ours.predict_proba(RAW).probs[:, 1], atol=1e-5)
     assert json.loads((out / "sendit_model.json").read_text())["merged"] is False
-    np.testing.assert_allclose(load(out).predict_proba(RAW).probs, ours.predict_proba(RAW).probs, atol=1e-6)
+    np.testing.assert_allclose(load(out, precision="fp32").predict_proba(RAW).probs, ours.predict_proba(RAW).probs,
+                               atol=1e-6)
 
 
 def test_export_cli_overwrite_and_errors(exported, tmp_path, capsys):

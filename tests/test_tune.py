@@ -167,6 +167,16 @@ def test_trials_below_the_median_are_pruned_after_one_epoch(tiny_opt, tmp_path, 
     assert trials.loc[0, "state"] == "complete" and trials.loc[0, "epochs_run"] == 2
 
 
+def test_the_time_cap_never_leaves_a_method_without_its_first_finished_trial(tiny_opt, tmp_path):
+    """A cap far below one epoch (a slow method on a busy machine): the first trial still finishes, so the method
+    has a configuration to confirm; the cap then ends the search."""
+    cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", time_cap_minutes=1e-5)
+    run_dir = tune(cfg, tcfg, report=False, **QUIET)
+    trials = _trials(run_dir).set_index("trial")
+    assert trials["state"].tolist() == ["complete"] and trials.loc[0, "epochs_run"] == 2
+    assert read_manifest(run_dir)["status"] == {"head/seed0": "done"}
+
+
 def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(tiny_opt, tmp_path, monkeypatch):
     calls = []
     real_fit = tune_trials.fit

@@ -386,25 +386,27 @@ def _number(value: Any) -> Any:
         return value  # validate() names it
 
 
+def read_config_file(path: str | Path) -> dict:
+    """The mapping a YAML config file holds, or a ConfigError that names what is wrong with the file."""
+    p = Path(path)
+    if not p.exists():
+        shipped = sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.exists() else []
+        raise ConfigError(f"config file '{path}' does not exist. Shipped configs: {', '.join(shipped) or 'none'} "
+                          f"(pass e.g. --config configs/quick.yaml).")
+    if p.is_dir():
+        raise ConfigError(f"config file '{path}' is a folder; pass a YAML file (e.g. --config configs/quick.yaml).")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of settings")
+    return raw
+
+
 def load_config(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
     """Read a YAML config (or the defaults when path is None) and apply flat overrides."""
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            shipped = sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.exists() else []
-            raise ConfigError(
-                f"config file '{path}' does not exist. Shipped configs: {', '.join(shipped) or 'none'} "
-                f"(pass e.g. --config configs/quick.yaml)."
-            )
-        if p.is_dir():
-            raise ConfigError(f"config file '{path}' is a folder; pass a YAML file (e.g. --config configs/quick.yaml).")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file '{path}' must hold a mapping of settings")
+    raw = read_config_file(path) if path is not None else {}
     merged = flatten(raw)
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return from_dict(merged, source=str(path or "command line"))

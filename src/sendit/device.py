@@ -97,7 +97,7 @@ class Processes:
             from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
             if tracker not in LOGGER_TYPE_TO_CLASS:
-                raise PrecisionError(f"--tracker {tracker!r} is not a tracker accelerate knows; use tensorboard "
+                raise ConfigError(f"--tracker {tracker!r} is not a tracker accelerate knows; use tensorboard "
                                      f"or mlflow.")
             if self.is_main_process:
                 self.trackers = [LOGGER_TYPE_TO_CLASS[tracker]("sendit", project_dir)]
@@ -120,9 +120,13 @@ class Processes:
         return reduce(tensor, op) if self.num_processes > 1 else tensor
 
     def start_trackers(self, config: dict) -> None:
+        """Start the trackers with the run's config as hyperparameters: `section.key` names, and scalars only
+        (what TensorBoard's hparams and MLflow's params accept), lists and mappings as text."""
+        params = {f"{section}.{k}": str(v) if isinstance(v, (list, dict)) else v
+                  for section, values in config.items() if isinstance(values, dict) for k, v in values.items()}
         for t in self.trackers:
             t.start()
-            t.store_init_configuration(config)
+            t.store_init_configuration({k: v for k, v in params.items() if v is not None})
 
     def log(self, values: dict, step: int) -> None:
         for t in self.trackers:

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sendit.device import cpu_has_amx
+
 
 def count_parameters(model: nn.Module) -> dict:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -79,22 +81,6 @@ class Timer:
         if self.cuda:
             torch.cuda.synchronize()
         self.seconds = time.perf_counter() - self.t0
-
-
-def cpu_has_amx() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "amx_bf16" in f.read()
-    except OSError:
-        return False
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """bf16 pays where the hardware has bf16 matrix units: CUDA (Ampere+) and CPUs with AMX. Elsewhere
-    (AVX-512 without AMX, Arm) CPU bf16 matmuls are often slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_has_amx()
 
 
 def hardware(device: torch.device) -> dict:

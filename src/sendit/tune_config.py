@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from sendit.config import CONFIG_DIR, SECTIONS, ConfigError, RunConfig, _coerce, _f, _suggest, from_dict
+from sendit.config import SECTIONS, ConfigError, RunConfig, _coerce, _f, _suggest, from_dict, read_config_file
 
 PRUNERS = ("median", "halving", "none")
 BACKENDS = ("optuna", "ray")
@@ -94,19 +94,7 @@ def _space(value: object) -> object:
 
 def load_tune_config(path: str | Path | None, overrides: dict, tune_overrides: dict) -> tuple[RunConfig, TuneConfig]:
     """A config file's run settings and its `tune:` section, each with the command line's flags applied."""
-    raw: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            shipped = sorted(x.stem for x in CONFIG_DIR.glob("*.yaml"))
-            raise ConfigError(f"config file '{path}' does not exist. Shipped configs: {', '.join(shipped)} (e.g. "
-                              f"--config tune-quick).")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file '{path}' must hold a mapping of settings")
+    raw = read_config_file(path) if path is not None else {}
     tune_raw = raw.pop("tune", None) or {}
     if not isinstance(tune_raw, dict):
         raise ConfigError(f"{path}: the tune section must be a mapping, e.g. tune: {{trials: 12}}")

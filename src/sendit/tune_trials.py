@@ -202,7 +202,11 @@ def run_trial(ctx, name: str, trial: optuna.Trial, space: dict, seed: int, budge
     pruner says so or the method's time cap is reached; what it did is kept in the trial's user attributes."""
     params = suggest(trial, space)
     epochs = params.get("epochs", ctx.cfg.train.epochs)
-    spent_before = used_seconds(trial.study.get_trials(deepcopy=False))
+    earlier = trial.study.get_trials(deepcopy=False)
+    spent_before = used_seconds(earlier)
+    # The time cap never stops a method's first finished trial (its default configuration): a slow method on a
+    # busy machine would otherwise end its search with nothing to confirm, and drop out of the comparison.
+    capped = budget.seconds is not None and any(t.state == TrialState.COMPLETE for t in earlier)
     attrs: dict = {"worker": worker}
     t0 = time.perf_counter()
 
@@ -210,7 +214,7 @@ def run_trial(ctx, name: str, trial: optuna.Trial, space: dict, seed: int, budge
         trial.report(row["val_f1"], epoch)
         if epoch < epochs and trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-        if budget.seconds is not None and spent_before + time.perf_counter() - t0 >= budget.seconds:
+        if capped and epoch < epochs and spent_before + time.perf_counter() - t0 >= budget.seconds:
             raise optuna.TrialPruned(f"time cap reached after epoch {epoch}")
 
     try:

@@ -126,7 +126,7 @@ class Context:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         accelerator = Processes(cfg.train.tracker, str(run_dir))
-        accelerator.start_trackers(_flat_config(cfg))
+        accelerator.start_trackers(cfg.to_dict())
         precision = resolve_precision(cfg.train.precision, accelerator.device)
         tokenizer = load_tokenizer(cfg.model.model, cfg.model.trust_remote_code)
         splits = splits or load_data(cfg)
@@ -382,14 +382,6 @@ def run_hardware(ctx: Context) -> dict:
     h = hardware(ctx.accelerator.device)
     h.update(processes=ctx.accelerator.num_processes, precision=ctx.precision)
     return h
-
-
-def _flat_config(cfg: RunConfig) -> dict:
-    out = {}
-    for section, values in cfg.to_dict().items():
-        if isinstance(values, dict):
-            out.update({f"{section}.{k}": str(v) if isinstance(v, (list, dict)) else v for k, v in values.items()})
-    return {k: v for k, v in out.items() if v is not None}
 
 
 def _print_dropped(ctx: Context, log: Callable[[str], None]) -> None:
