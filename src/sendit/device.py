@@ -14,6 +14,7 @@ picks, so that a machine can exercise the path it would not choose (CI runs the 
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import AbstractContextManager
 
@@ -33,6 +34,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@functools.cache  # /proc/cpuinfo does not change while the process runs
 def cpu_has_amx() -> bool:
     try:
         with open("/proc/cpuinfo") as f:
@@ -93,14 +95,10 @@ class Processes:
         self.state = PartialState(cpu=not torch.cuda.is_available())
         self.device: torch.device = self.state.device
         self.trackers: list = []
-        if tracker:
+        if tracker and self.is_main_process:  # the name and its package are checked by config and check_tracker
             from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
-            if tracker not in LOGGER_TYPE_TO_CLASS:
-                raise ConfigError(f"--tracker {tracker!r} is not a tracker accelerate knows; use tensorboard "
-                                     f"or mlflow.")
-            if self.is_main_process:
-                self.trackers = [LOGGER_TYPE_TO_CLASS[tracker]("sendit", project_dir)]
+            self.trackers = [LOGGER_TYPE_TO_CLASS[tracker]("sendit", project_dir)]
 
     num_processes = property(lambda self: self.state.num_processes)
     process_index = property(lambda self: self.state.process_index)
