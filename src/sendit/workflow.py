@@ -336,7 +336,7 @@ def train_method(
         append_rows(ctx.run_dir, INFERENCE_SUMMARY, label, summary_rows, replace_seed=seed)
         append_rows(ctx.run_dir, PREDICTIONS, label, predicted, replace_seed=seed)
         append_rows(ctx.run_dir, RESULTS, label, [row], replace_seed=seed)
-        shutil.rmtree(ctx.run_dir / ".checkpoints" / f"{label}-seed{seed}", ignore_errors=True)
+        shutil.rmtree(checkpoint, ignore_errors=True)
     return row
 
 
