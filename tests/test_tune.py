@@ -10,6 +10,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from helpers import paths_atol
 from scipy import stats as sps
 
 from sendit import engine, tune_trials
@@ -175,6 +176,42 @@ def test_the_time_cap_never_leaves_a_method_without_its_first_finished_trial(tin
     trials = _trials(run_dir).set_index("trial")
     assert trials["state"].tolist() == ["complete"] and trials.loc[0, "epochs_run"] == 2
     assert read_manifest(run_dir)["status"] == {"head/seed0": "done"}
+
+
+def test_head_trials_train_on_features_computed_once_as_through_the_whole_model(tiny_opt, tmp_path, monkeypatch):
+    """tiny_opt has no dropout, so a head trained on features computed once follows the path of one trained
+    through the whole model, epoch by epoch; and the frozen model runs once per split, however many trials."""
+    from sendit import features as feats
+    from sendit.workflow import Context
+
+    calls, real = [], feats.head_inputs
+    monkeypatch.setattr(feats, "head_inputs", lambda model, data, *a: calls.append(len(data)) or real(model, data, *a))
+    cfg, _ = _cfg(tiny_opt, tmp_path / "run")
+    ctx = Context.build(cfg, tmp_path / "run", log=lambda s: None)
+    cache: dict = {}
+    runs = {}
+    for label, features in (("whole model", None), ("features", cache), ("features again", cache)):
+        rows: list[dict] = []
+        value = tune_trials.train_trial(ctx, "head", {"lr": 0.05}, 0, {}, lambda epoch, row: rows.append(row),
+                                        lambda s: None, label, features)
+        runs[label] = (value, [[r[k] for k in ("train_loss", "val_loss", "val_f1")] for r in rows])
+    assert calls == [64, 24], "train and validation features are computed once, for both trials"
+    assert runs["features"] == runs["features again"]
+    (plain_f1, plain), (cached_f1, cached) = runs["whole model"], runs["features"]
+    assert len(cached) == len(plain) == 2
+    np.testing.assert_allclose(cached, plain, atol=paths_atol(1e-5))
+    assert cached_f1 == pytest.approx(plain_f1, abs=paths_atol(1e-6))
+
+
+@pytest.mark.parametrize("head_features, computed", [(True, 2), (False, 0)])
+def test_the_sweep_computes_head_features_only_when_asked(tiny_opt, tmp_path, monkeypatch, head_features, computed):
+    from sendit import features as feats
+
+    calls, real = [], feats.head_inputs
+    monkeypatch.setattr(feats, "head_inputs", lambda *a: calls.append(1) or real(*a))
+    cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", methods="head,bitfit", trials=2, head_features=head_features)
+    trials = _trials(tune(cfg, tcfg, report=False, **QUIET))
+    assert len(calls) == computed and set(trials["state"]) == {"complete"} and len(trials) == 4
 
 
 def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(tiny_opt, tmp_path, monkeypatch):

@@ -163,6 +163,7 @@ def search(ctx: Context, tcfg: TuneConfig, studies: dict[str, optuna.Study], spa
     """Run trials method after method until each method's budget is spent (by this and any other worker)."""
     budget = Budget(tcfg.trials, tcfg.budget_seconds)
     seed = ctx.cfg.seed_list()[0]
+    features: dict | None = {} if tcfg.head_features else None  # head-only features, computed once per process
     for name, study in studies.items():
         while _budget_left(study, budget):
             trial = study.ask()
@@ -172,7 +173,7 @@ def search(ctx: Context, tcfg: TuneConfig, studies: dict[str, optuna.Study], spa
                 study.tell(trial, state=TrialState.FAIL)
                 break
             try:
-                value = run_trial(ctx, name, trial, spaces[name], seed, budget, worker, ctx.log)
+                value = run_trial(ctx, name, trial, spaces[name], seed, budget, worker, ctx.log, features)
                 study.tell(trial, value)
                 ctx.log(f"{name} trial {trial.number}: validation F1 {value:.4f}")
             except optuna.TrialPruned as e:

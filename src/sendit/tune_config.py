@@ -30,6 +30,9 @@ class TuneConfig:
                                    "configuration is never worse on validation than the default")
     defaults: bool = _f(False, "also retrain each method's default configuration (<method>-default) with every "
                         "seed, to show what tuning changed")
+    head_features: bool = _f(True, "head-only trials train the head on the frozen model's features, computed "
+                             "once per split (in eval mode: no dropout in the frozen part); false runs every "
+                             "epoch of every trial through the whole model, as sendit run trains")
     workers: int = _f(1, "processes that share the study on this machine (each takes its share of the threads)")
     storage: str | None = _f(None, "Optuna RDB URL (postgresql://..., mysql://...) shared by workers anywhere; "
                              "default: the run folder's journal file")

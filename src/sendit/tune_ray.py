@@ -59,7 +59,7 @@ def search_ray(ctx: Context, tcfg: TuneConfig, spaces: dict[str, dict], resume: 
             scheduler = FIFOScheduler() if tcfg.pruner == "none" else ASHAScheduler(
                 time_attr="epoch", metric="val_f1", mode="max", max_t=epochs, grace_period=1, reduction_factor=3)
             trainable = tune.with_parameters(_trial, name=name, cfg=ctx.cfg.to_dict(), run_dir=str(ctx.run_dir),
-                                             threads=cpus)
+                                             threads=cpus, head_features=tcfg.head_features)
             tuner = tune.Tuner(
                 tune.with_resources(trainable, {"cpu": cpus}),
                 param_space={k: _dimension(tune, spec) for k, spec in spaces[name].items()},
@@ -86,9 +86,10 @@ def _dimension(tune, spec: dict):
     return tune.loguniform(low, high) if spec.get("log") else tune.uniform(low, high)
 
 
-def _trial(config: dict, name: str, cfg: dict, run_dir: str, threads: int) -> None:
+def _trial(config: dict, name: str, cfg: dict, run_dir: str, threads: int, head_features: bool = True) -> None:
     """One Ray trial: the run's data and model in this worker process, then `train_trial`, reporting each epoch
-    (ASHA may stop the trial at a report)."""
+    (ASHA may stop the trial at a report). A Ray trial is its own process, so head-only features are computed
+    once per trial (not per epoch)."""
     from ray import tune
 
     torch.set_num_threads(threads)
@@ -107,7 +108,7 @@ def _trial(config: dict, name: str, cfg: dict, run_dir: str, threads: int) -> No
 
     try:
         train_trial(ctx, name, dict(config), run_cfg.seed_list()[0], attrs, on_epoch, lambda s: None,
-                    f"{name} trial")
+                    f"{name} trial", features={} if head_features else None)
     except TrialFailed as e:  # Ray records it as an errored trial; trials.csv says failed, with the reason
         raise RuntimeError(str(e)) from None
 

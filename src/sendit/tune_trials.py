@@ -22,7 +22,9 @@ import torch
 from optuna.trial import TrialState
 
 from sendit.config import ConfigError, MethodConfig, RunConfig, TrainConfig, from_dict
+from sendit.device import resolve_precision
 from sendit.engine import TrainingError, fit
+from sendit.features import feature_model
 from sendit.measure import PeakMemory, count_parameters
 from sendit.methods import get_method, learning_rate
 from sendit.models import load_model
@@ -156,9 +158,12 @@ def is_oom(e: BaseException) -> bool:
 
 
 def train_trial(ctx, name: str, params: dict, seed: int, attrs: dict, on_epoch: Callable[[int, dict], None],
-                log: Callable[[str], None], desc: str) -> float:
+                log: Callable[[str], None], desc: str, features: dict | None = None) -> float:
     """Train one configuration on the training split and return its best validation macro-F1. Only
     `ctx.encoded["train"]` and `ctx.encoded["val"]` are read: the test sets play no part in the search.
+
+    `features` (a dict kept across trials; None: off) lets a method that trains only the head (`frozen_features`)
+    train on the frozen model's features, computed on its first trial (sendit/features.py).
 
     `attrs` collects what trials.csv records, also when `on_epoch` stops the trial (its exception passes
     through) or training fails (TrialFailed)."""
@@ -174,14 +179,20 @@ def train_trial(ctx, name: str, params: dict, seed: int, attrs: dict, on_epoch: 
         on_epoch(epoch, row)
 
     torch.manual_seed(seed)
-    model = get_method(name).prepare(load_model(cfg.model.model, ctx.tokenizer, cfg.model.trust_remote_code),
-                                     cfg.method).to(ctx.accelerator.device)
+    method, device = get_method(name), ctx.accelerator.device
+    model = method.prepare(load_model(cfg.model.model, ctx.tokenizer, cfg.model.trust_remote_code),
+                           cfg.method).to(device)
     attrs["trainable_params"] = count_parameters(model)["trainable_params"]
     log(f"{desc}: " + ", ".join(f"{k} {_show(v)}" for k, v in params.items()))
-    mem = PeakMemory(ctx.accelerator.device)
+    mem = PeakMemory(device)
     try:
-        with mem:
-            result = fit(model, ctx.encoded["train"], ctx.encoded["val"], cfg.train, lr, ctx.accelerator, seed,
+        with mem:  # computing the features is part of the trial that needed them: in its time and memory
+            trained = model
+            if features is not None and getattr(method, "frozen_features", False):
+                precision = resolve_precision(cfg.train.precision, device)
+                trained = feature_model(model, [ctx.encoded["train"], ctx.encoded["val"]], precision, features,
+                                        key=(cfg.model.model, seed, precision))
+            result = fit(trained, ctx.encoded["train"], ctx.encoded["val"], cfg.train, lr, ctx.accelerator, seed,
                          log=lambda s: None, desc=desc, on_epoch=record)
         attrs["best_epoch"] = result.best_epoch
         return result.best_val_f1
@@ -197,7 +208,7 @@ def train_trial(ctx, name: str, params: dict, seed: int, attrs: dict, on_epoch: 
 
 
 def run_trial(ctx, name: str, trial: optuna.Trial, space: dict, seed: int, budget: Budget, worker: int,
-              log: Callable[[str], None]) -> float:
+              log: Callable[[str], None], features: dict | None = None) -> float:
     """An Optuna trial: its proposal trained by `train_trial`, reported after each epoch, pruned when the
     pruner says so or the method's time cap is reached; what it did is kept in the trial's user attributes."""
     params = suggest(trial, space)
@@ -218,7 +229,7 @@ def run_trial(ctx, name: str, trial: optuna.Trial, space: dict, seed: int, budge
             raise optuna.TrialPruned(f"time cap reached after epoch {epoch}")
 
     try:
-        return train_trial(ctx, name, params, seed, attrs, on_epoch, log, f"{name} trial {trial.number}")
+        return train_trial(ctx, name, params, seed, attrs, on_epoch, log, f"{name} trial {trial.number}", features)
     except optuna.TrialPruned as e:
         attrs["note"] = str(e)
         raise

@@ -12,6 +12,8 @@ class Head:
     cost_rank = 0  # report order: cheapest first
     # A linear probe has no warm-up instability and few weights to regularise: the rate is what matters.
     search_space = {"lr": {"low": 1e-3, "high": 1e-1, "log": True}}
+    # Only the head trains, so `sendit tune` trials may train it on the frozen model's features (features.py).
+    frozen_features = True
 
     def prepare(self, model, cfg):
         return partial.train_only(model, set(head_parameter_names(model)))
