@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -229,3 +231,24 @@ def test_shipped_configs_load_and_validate(path):
 def test_flags_override_the_config_file():
     cfg = load_config(CONFIG_DIR / "quick.yaml", {"epochs": "1", "methods": "lora,full", "lora_r": "4"})
     assert cfg.train.epochs == 1 and cfg.method.methods == ["lora", "full"] and cfg.method.lora_r == 4
+
+
+def test_each_method_owns_its_settings_and_the_command_line_loads_without_torch():
+    """LoRA's settings are declared in methods/lora.py and reach the `method:` section and the flags from there;
+    method files import torch and peft only when they run, so parsing flags and configs never loads them."""
+    import subprocess
+    import sys
+
+    from sendit.methods.lora import LoraSettings
+
+    index = field_index()
+    for name in ("lora_r", "lora_alpha", "lora_dropout", "target_modules"):
+        assert index[name][0] == "method" and index[name][1].metadata == LoraSettings.__dataclass_fields__[name].metadata
+    code = ("import sys; from sendit.cli import build_parser; from sendit.config import load_config; build_parser(); "
+            "cfg = load_config(None, {'lora_r': '4'}); assert cfg.method.lora_r == 4; "
+            "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    cfg = load_config(None, {"lora_r": "4", "target_modules": "q_proj,v_proj"})
+    for copied in (pickle.loads(pickle.dumps(cfg)), copy.deepcopy(cfg)):  # worker processes get copies
+        assert copied == cfg and copied.method.target_modules == ["q_proj", "v_proj"]

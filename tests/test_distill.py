@@ -19,10 +19,9 @@ from safetensors.torch import load_file, save_file
 from sendit import distill as D
 from sendit import students as S
 from sendit.cli import main
-from sendit.config import (
-    CONFIG_DIR, EMBEDDED_TEST_NAME, HELDOUT_NAME, ConfigError, DistillConfig, distill_config, load_config,
-)
+from sendit.config import CONFIG_DIR, EMBEDDED_TEST_NAME, HELDOUT_NAME, ConfigError, load_config
 from sendit.device import Processes
+from sendit.distill_config import DistillConfig, distill_config
 from sendit.batching import encode
 from sendit.engine import predict
 from sendit.models import load_tokenizer, model_from_config

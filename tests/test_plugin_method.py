@@ -1,9 +1,11 @@
 """Adding a PEFT method is one file plus one registry line: a LoRA variant defined and registered here, and nowhere
-else, runs, saves, reloads, exports (merged and as an adapter) and is reported with no other change."""
+else, with a setting of its own (a flag and a config key), runs, saves, reloads, exports (merged and as an adapter)
+and is reported with no other change."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -11,12 +13,23 @@ import pytest
 from helpers import tiny_run_args
 
 from sendit.cli import main
+from sendit.config import ConfigError, _f, field_index
 from sendit.methods import METHODS, register
-from sendit.methods.lora import Lora
+from sendit.methods.lora import Lora, LoraSettings
 from sendit.model_folder import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEXTS = ["what a great day", "worst service ever", "so sad today", "love it!!"]
+
+
+@dataclass
+class EverywhereSettings(LoraSettings):
+    everywhere_r: int = _f(4, "rank of the adapters on every linear layer")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.everywhere_r < 1:
+            raise ConfigError(f"--everywhere-r must be at least 1 (got {self.everywhere_r})")
 
 
 class LoraEverywhere(Lora):
@@ -26,11 +39,12 @@ class LoraEverywhere(Lora):
     default_lr = 1e-2
     display_name = "LoRA (all linear)"
     cost_rank = 3.5  # between LoRA and DoRA
-    search_space = {"lr": {"low": 1e-3, "high": 3e-2, "log": True}}
+    search_space = {"lr": {"low": 1e-3, "high": 3e-2, "log": True}, "everywhere_r": {"choices": [2, 4]}}
+    settings = EverywhereSettings
 
     def peft_config(self, model, cfg):
         config = super().peft_config(model, cfg)
-        config.target_modules = "all-linear"
+        config.target_modules, config.r = "all-linear", cfg.everywhere_r
         return config
 
 
@@ -41,16 +55,18 @@ def plugin():
     METHODS.pop(method.name)
 
 
-def test_a_new_method_needs_one_file_and_one_registry_line(plugin, tiny_opt, tmp_path):
+def test_a_new_method_needs_one_file_and_one_registry_line(plugin, tiny_opt, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(tiny_run_args(tiny_opt, run, f"bitfit,{plugin.name}")) == 0
+    assert main(tiny_run_args(tiny_opt, run, f"bitfit,{plugin.name}", "--everywhere-r", "2")) == 0
     results = pd.read_csv(run / f"{plugin.name}_results.csv").iloc[0]
     assert results["lr"] == plugin.default_lr and 0 < results["trainable_params"] < results["total_params"]
 
-    # saved as a peft adapter on every linear layer (not only the attention projections of plain LoRA)
+    # saved as a peft adapter on every linear layer (not only the attention projections of plain LoRA), with the
+    # rank its own setting gave, which run.json records like any other
     adapter = json.loads((run / plugin.name / "adapter_config.json").read_text())
     leaves = {name.rsplit(".", 1)[-1] for name in adapter["target_modules"]}
-    assert leaves >= {"fc1", "fc2", "q_proj", "v_proj", "k_proj", "out_proj"}
+    assert leaves >= {"fc1", "fc2", "q_proj", "v_proj", "k_proj", "out_proj"} and adapter["r"] == 2
+    assert json.loads((run / "run.json").read_text())["config"]["method"]["everywhere_r"] == 2
     merged, unmerged = load(run / plugin.name, precision="fp32"), load(run / plugin.name, merge=False,
                                                                          precision="fp32")
     np.testing.assert_allclose(merged.predict_proba(TEXTS).probs, unmerged.predict_proba(TEXTS).probs, atol=1e-5)
@@ -74,3 +90,39 @@ def test_a_new_method_needs_one_file_and_one_registry_line(plugin, tiny_opt, tmp
     assert main(["report", str(run)]) == 0
     table = pd.read_csv(run / "report" / "tables" / "test.csv")
     assert {"BitFit", plugin.display_name} <= set(table["method"])  # each method names itself
+
+
+def test_a_new_method_checks_its_own_settings_and_takes_them_away_when_it_leaves(tiny_opt, tmp_path, capsys):
+    method = register(LoraEverywhere())
+    try:
+        assert main(tiny_run_args(tiny_opt, tmp_path / "run", method.name, "--everywhere-r", "0")) == 2
+        err = capsys.readouterr().err
+        assert "--everywhere-r must be at least 1 (got 0)" in err and "Traceback" not in err
+        assert not (tmp_path / "run").exists()
+    finally:
+        METHODS.pop(method.name)
+    assert "everywhere_r" not in field_index() and "lora_r" in field_index()
+
+
+def test_a_setting_that_another_setting_already_names_is_refused():
+    """One flag per name: a plugin's setting may not shadow a run setting, nor redeclare a shared one otherwise."""
+    from sendit.config import method_config
+
+    @dataclass
+    class Shadows:
+        epochs: int = _f(3, "would hide --epochs")
+
+    @dataclass
+    class Redeclares:
+        target_modules: list | None = _f(["q_proj"], "LoRA's, with another default")
+
+    for settings in (Shadows, Redeclares):
+        method = type("Bad", (LoraEverywhere,), {"name": "bad", "settings": settings})()
+        register(method)
+        try:
+            with pytest.raises(TypeError, match="epochs|target_modules"):
+                method_config()
+        finally:
+            METHODS.pop(method.name)
+    assert "target_modules" in field_index()
+

@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from helpers import paths_atol
+from helpers import OPT_TOKENIZER, paths_atol
 from scipy import stats as sps
 
 from sendit import engine, tune_trials
@@ -201,6 +201,29 @@ def test_head_trials_train_on_features_computed_once_as_through_the_whole_model(
     assert len(cached) == len(plain) == 2
     np.testing.assert_allclose(cached, plain, atol=paths_atol(1e-5))
     assert cached_f1 == pytest.approx(plain_f1, abs=paths_atol(1e-6))
+
+
+def test_a_head_that_reads_whole_sequences_trains_through_the_whole_model(tmp_path):
+    """RoBERTa's head takes every position and picks the first itself: no features, the same trial as without."""
+    from transformers import RobertaConfig
+
+    from sendit.models import load_tokenizer, model_from_config
+    from sendit.workflow import Context
+
+    tok = load_tokenizer(str(OPT_TOKENIZER))
+    config = RobertaConfig(vocab_size=50272, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=160, pad_token_id=1,
+                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    folder = tmp_path / "tiny-roberta"
+    model_from_config(config, tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    cfg, _ = _cfg(folder, tmp_path / "run")
+    ctx = Context.build(cfg, tmp_path / "run", log=lambda s: None)
+    cache: dict = {}
+    f1s = [tune_trials.train_trial(ctx, "head", {"lr": 0.05}, 0, {}, lambda e, r: None, lambda s: None, "t", features)
+           for features in (cache, None)]
+    assert list(cache.values()) == [None], "the head's input was whole sequences: nothing cached"
+    assert f1s[0] == f1s[1]
 
 
 @pytest.mark.parametrize("head_features, computed", [(True, 2), (False, 0)])

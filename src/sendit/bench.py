@@ -83,18 +83,9 @@ class BenchConfig:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """One flag per BenchConfig field, with the value names and defaults every other command shows."""
-    from sendit.cli import value_name
+    from sendit.flags import add_field_flags
 
-    for f in dataclasses.fields(BenchConfig):
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        flag = f"--{f.name.replace('_', '-')}"
-        if isinstance(default, bool):
-            p.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"])
-        else:
-            shown = ",".join(default) if isinstance(default, list) else default
-            suffix = "" if default is None else f" (default: {shown})"
-            p.add_argument(flag, dest=f.name, default=None, metavar=value_name(f.name, f),
-                           help=f.metadata["help"] + suffix)
+    add_field_flags(p, dataclasses.fields(BenchConfig), switches=True)
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:

@@ -15,7 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-from sendit.config import ConfigError, DistillConfig, field_index
+from sendit.config import ConfigError
+from sendit.distill_config import DistillConfig
+from sendit.flags import add_config_flags, add_field_flags, config_overrides
 from sendit.verbosity import set_level
 
 ALIASES = {"data": ["--data"], "model": ["--model"], "methods": ["--methods"], "method": ["--method"]}
@@ -24,58 +26,11 @@ EXIT_FAILED = 1  # a run failed part-way (a method's training, a full disk)
 EXIT_INTERRUPTED = 130
 
 
-def _add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
-                      out_help: str = "run folder (default: runs/<timestamp>)") -> None:
-    p.add_argument("--config", metavar="PATH", help="YAML config file or shipped preset name (quick, paper, ...); "
-                   "flags override it")
-    p.add_argument("--out", metavar="DIR", help=out_help)
-    for name, (section, f) in field_index().items():
-        if name in skip:
-            continue
-        flag = f"--{name.replace('_', '-')}"
-        help_text = f.metadata.get("help", "")
-        if f.default is not dataclasses.MISSING:
-            help_text += f" (default: {f.default})"
-        elif f.default_factory is not dataclasses.MISSING:
-            help_text += f" (default: {f.default_factory()})"
-        p.add_argument(flag, dest=name, default=None, metavar=value_name(name, f), help=help_text)
-
-
-# Value names of the str fields (the others follow from their type), as --help shows them: `--data SOURCE`.
-_VALUE_NAMES = {
-    "data": "SOURCE", "test_file": "PATH", "extra_train_file": "PATH", "teacher": "PATH", "model": "MODEL",
-    "student_model": "MODEL", "encoding": "CODEC", "precision": "{auto,bf16,fp32}", "bad_rows": "{error,skip}",
-    "tracker": "{tensorboard,mlflow}", "train_size": "N", "val_size": "N", "test_size": "N",
-}
-
-
-def value_name(name: str, f: dataclasses.Field) -> str:
-    """The placeholder of a config flag in --help: the field's own (metadata "metavar"), else one by name or type."""
-    if "metavar" in f.metadata:
-        return f.metadata["metavar"]
-    if name in _VALUE_NAMES:
-        return _VALUE_NAMES[name]
-    t = str(f.type)
-    for prefix, value in (("bool", "{true,false}"), ("int", "N"), ("float", "FLOAT"), ("list", "LIST"),
-                          ("dict", "MAPPING")):
-        if t.startswith(prefix):
-            return value
-    return "NAME"
-
-
-def _overrides(args: argparse.Namespace) -> dict:
-    names = set(field_index())
-    out = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    if getattr(args, "out", None):
-        out["out"] = args.out
-    return out
-
-
 def _config(args: argparse.Namespace):
     from sendit.config import load_config, resolve_config_path
 
     path = resolve_config_path(args.config) if args.config else None
-    return load_config(path, _overrides(args))
+    return load_config(path, config_overrides(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -90,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--resume {args.resume}: no run.json with a config there, nothing to resume.")
         saved["out"] = args.resume
         cfg = from_dict(saved, source=f"{args.resume}/run.json")
-        ignored = [f"--{k.replace('_', '-')}" for k in _overrides(args) if k != "out"]
+        ignored = [f"--{k.replace('_', '-')}" for k in config_overrides(args) if k != "out"]
         ignored += ["--config"] if args.config else []
         if ignored:
             print(f"sendit run: note: --resume finishes the run with the config it started with; ignoring "
@@ -170,7 +125,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if e.name != "optuna":
             raise
         raise ConfigError("sendit tune needs Optuna; install it with pip install 'sendit[tune]'.") from None
-    return tune_command(args, _overrides(args))
+    return tune_command(args, config_overrides(args))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -225,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_training_commands(sub) -> None:
     """run, train, tune, distill: the commands that train and write a run folder."""
     p = sub.add_parser("run", help="compare methods end to end (default: the embedded quick preset)")
-    _add_config_flags(p)
+    add_config_flags(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run: finished methods are kept, the "
                    "interrupted one restarts from its last epoch checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -233,7 +188,7 @@ def _add_training_commands(sub) -> None:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="train and test one method")
-    _add_config_flags(p, skip=("methods",))
+    add_config_flags(p, skip=("methods",))
     p.add_argument("--method", required=True, help="the method to train (see `sendit methods`)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_train)
@@ -243,7 +198,7 @@ def _add_training_commands(sub) -> None:
     p = sub.add_parser("tune", help="tune every method under one budget, retrain the best over seeds, compare",
                        description="Search each method's hyperparameters (Optuna TPE, validation only, the same "
                        "budget per method), retrain the best with every seed, test and report. docs/tuning.md.")
-    _add_config_flags(p)
+    add_config_flags(p)
     add_tune_arguments(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped sweep: finished trials and confirmed "
                    "runs are kept")
@@ -255,12 +210,10 @@ def _add_training_commands(sub) -> None:
                        description="Train students with (1 - kd_ratio) * CE + kd_ratio * T^2 * KL from --teacher "
                        "RUN_DIR/<method>, on that run's data split and test sets, and write them into RUN_DIR (or "
                        "--out). Settings: --config < the teacher run's config < flags. See docs/distillation.md.")
-    _add_config_flags(p, skip=("methods", "model"), out_help="run folder the students are written into (default: "
+    add_config_flags(p, skip=("methods", "model"), out_help="run folder the students are written into (default: "
                       "the teacher's run folder, RUN_DIR of --teacher RUN_DIR/<method>); a new folder gets its own "
                       "run.json and config.yaml")
-    for f in dataclasses.fields(DistillConfig):
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar=value_name(f.name, f),
-                       help=f"{f.metadata['help']} (default: {f.default})")
+    add_field_flags(p, dataclasses.fields(DistillConfig))
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.set_defaults(func=cmd_distill)
 

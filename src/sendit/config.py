@@ -6,9 +6,9 @@ unique across sections so that each one is also a flat command-line flag (`--lor
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import difflib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,17 +101,61 @@ class ModelConfig:
 
 
 @dataclass
-class MethodConfig:
+class MethodChoice:
+    """The part of the `method:` section that every method shares; see `method_config` for the rest."""
+
     methods: list = _f(["head", "bitfit", "lora", "full"], "methods to compare (see `sendit methods`)")
     method_lr: dict = _f(
         {}, "learning rate per method, e.g. {lora: 1e-3}; unset methods use the method's default"
     )
-    lora_r: int = _f(8, "LoRA/DoRA rank")
-    lora_alpha: int = _f(16, "LoRA/DoRA scaling alpha")
-    lora_dropout: float = _f(0.1, "LoRA/DoRA dropout")
-    target_modules: list | None = _f(
-        None, "modules adapted by LoRA/DoRA/IA3 (default: per-architecture attention projections)"
-    )
+
+
+def method_config() -> type:
+    """The `method:` section's class (named MethodConfig): `MethodChoice` plus the settings that each registered
+    method declares in its own file (`settings`, e.g. methods/lora.py's LoraSettings), which are also flags
+    (--lora-r). Built from the registry, so a method registered later brings its settings and flags with it."""
+    from sendit.methods import METHODS  # torch-free: method files import torch and peft only when they run
+
+    return _method_config(tuple(dict.fromkeys(m.settings for m in METHODS.values() if getattr(m, "settings", None))))
+
+
+@functools.lru_cache(maxsize=None)
+def _method_config(owned: tuple[type, ...]) -> type:
+    taken = {f.name for cls in (DataConfig, ModelConfig, MethodChoice, TrainConfig) for f in dataclasses.fields(cls)}
+    fields: dict[str, tuple[str, str, dataclasses.Field]] = {}
+    for cls in owned:
+        for f in dataclasses.fields(cls):
+            if f.name in taken | {"out", "config", "distill"}:
+                raise TypeError(f"{cls.__name__}.{f.name}: another setting has that name (it would be one flag)")
+            # _coerce reads the type's name: a file without `from __future__ import annotations` gives classes.
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            new = (f.name, kind, dataclasses.field(default=f.default, default_factory=f.default_factory,
+                                                   metadata=f.metadata))
+            old = fields.setdefault(f.name, new)
+            # Two methods may share a setting (LoRA and IA3: target_modules) if they declare it alike: one flag.
+            if old is not new and (old[1], _default(old[2])) != (kind, _default(f)):
+                raise TypeError(f"{cls.__name__}.{f.name} is declared differently by another method's settings")
+
+    def __post_init__(self: Any) -> None:
+        # Each method checks its own settings, in the words of its own flags, wherever the values came from.
+        for cls in owned:
+            cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
+
+    section = dataclasses.make_dataclass("MethodConfig", list(fields.values()), bases=(MethodChoice,),
+                                         namespace={"__post_init__": __post_init__, "__module__": __name__})
+    section.__doc__ = "The `method:` section: " + ", ".join(f.name for f in dataclasses.fields(section))
+    return section
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def __getattr__(name: str) -> Any:
+    """`sendit.config.MethodConfig`: the method section as the registry makes it now."""
+    if name == "MethodConfig":
+        return method_config()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -135,67 +179,10 @@ class TrainConfig:
 
 
 @dataclass
-class DistillConfig:
-    """`sendit distill` settings: the `distill:` section of a config file (each field is also a flag)."""
-
-    teacher: str | None = _f(None, "the fine-tuned teacher's model folder, RUN_DIR/<method>")
-    student_layers: int | None = _f(
-        None, "student depth, initialised from every (teacher depth / N)-th teacher layer starting at 0 "
-        "(DistilBERT-style: 6 -> 3 keeps 0,2,4; 12 -> 6 keeps 0,2,..,10); default half the teacher's"
-    )
-    layers: list | None = _f(None, "the teacher layers copied into the student, e.g. 0,2,5 (instead of --student-layers)")
-    student_model: str | None = _f(
-        None, "a smaller model (hub id or folder) as the student instead of teacher layers"
-    )
-    chain: list | None = _f(
-        None, "iterative distillation: layer counts, e.g. 12,6,3 (teacher -> assistant -> student); each stage "
-        "learns from the previous stage's fine-tuned model"
-    )
-    method: str = _f("full", "method that trains each student (see `sendit methods`)")
-    kd_ratio: float = _f(0.5, "weight of the distillation term: (1 - kd_ratio) * CE + kd_ratio * T^2 * KL")
-    temperature: float = _f(2.0, "softmax temperature T of the distillation term")
-
-    def __post_init__(self) -> None:
-        for name in ("chain", "layers"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = [v for v in value.split(",") if v.strip()]
-            try:
-                setattr(self, name, None if value is None else [int(v) for v in value])
-            except (TypeError, ValueError):
-                raise ConfigError(f"--{name} must be comma-separated integers like 6,3 (got {value!r})") from None
-        students = [f"--{n.replace('_', '-')}" for n in ("student_layers", "layers", "student_model", "chain")
-                    if getattr(self, n) not in (None, [])]
-        for problem in (validation.in_range("--kd-ratio", self.kd_ratio, "in [0, 1]"),
-                        validation.in_range("--temperature", self.temperature, "> 0")):
-            if problem:
-                raise ConfigError(problem)
-        checks = [
-            (len(students) <= 1, f"{' and '.join(students)} each choose the student: give one of them"),
-            (self.student_layers is None or self.student_layers >= 1,
-             f"--student-layers must be at least 1 (got {self.student_layers})"),
-            (all(n >= 0 for n in self.layers or []), f"--layers must be layer indices >= 0 (got {self.layers})"),
-            (all(n >= 1 for n in self.chain or []), f"--chain layer counts must be >= 1 (got {self.chain})"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
-
-
-def distill_config(raw: dict, source: str = "config") -> DistillConfig:
-    """A DistillConfig from a `distill:` mapping or flags; unknown keys fail with a suggestion."""
-    names = [f.name for f in dataclasses.fields(DistillConfig)]
-    for key in raw:
-        if key not in names:
-            raise ConfigError(f"{source}: unknown key 'distill.{key}'.{_suggest(key, names)}")
-    return DistillConfig(**{k: v if k in ("chain", "layers") else _coerce(DistillConfig, k, v) for k, v in raw.items()})
-
-
-@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodChoice = field(default_factory=lambda: method_config()())  # a MethodConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: dict = field(default_factory=dict, metadata={"help": "distillation settings"})
     out: str | None = field(default=None, metadata={"help": "run folder (default: runs/<timestamp>)"})
@@ -210,45 +197,19 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "method": MethodConfig, "train": TrainConfig}
+SECTIONS = ("data", "model", "method", "train")
+
+
+def sections() -> dict[str, type]:
+    return {"data": DataConfig, "model": ModelConfig, "method": method_config(), "train": TrainConfig}
 
 
 def validate(cfg: RunConfig) -> None:
-    """Every option's range, checked once, before any work: the message names the flag, the value and what is
-    allowed. Checks that need the model (--max-length against its positions, --target-modules against its
-    modules) are in `validate_for_model`."""
-    t, d, m = cfg.train, cfg.data, cfg.method
-    at_least, in_range, choice = validation.at_least, validation.in_range, validation.choice
-    problems = [
-        at_least("--epochs", t.epochs, 1), at_least("--batch-size", t.batch_size, 1),
-        at_least("--grad-accum", t.grad_accum, 1), at_least("--eval-batch-size", t.eval_batch_size, 1),
-        at_least("--patience", t.patience, 1), at_least("--log-every", t.log_every, 1),
-        None if t.threads is None else at_least("--threads", t.threads, 1, validation.MAX_THREADS),
-        None if t.lr is None else in_range("--lr", t.lr, "> 0"),
-        in_range("--weight-decay", t.weight_decay, ">= 0"),
-        in_range("--warmup-ratio", t.warmup_ratio, "in [0, 1)"),
-        in_range("--max-grad-norm", t.max_grad_norm, ">= 0"),  # negative: gradient ascent
-        validation.seed("--seed", t.seed), validation.seed("--split-seed", d.split_seed), validation.seeds(t.seeds),
-        validation.method_lrs(m.method_lr),
-        at_least("--lora-r", m.lora_r, 1), at_least("--lora-alpha", m.lora_alpha, 1),
-        in_range("--lora-dropout", m.lora_dropout, "in [0, 1)"),
-        validation.names("--target-modules", m.target_modules), validation.names("--methods", m.methods),
-        at_least("--max-length", d.max_length, 8),
-        *(validation.size(f"--{n.replace('_', '-')}", getattr(d, n)) for n in ("train_size", "val_size", "test_size")),
-        validation.fractions_fit(d), validation.label_map(d.label_map, LABELS),
-        choice("--precision", t.precision, ("auto", "bf16", "fp32")),
-        choice("--bad-rows", d.bad_rows, ("error", "skip")),
-        choice("--tracker", t.tracker, (None, "tensorboard", "mlflow")),
-        None if d.encoding == "auto" or _is_codec(d.encoding) else
-        f"--encoding {d.encoding!r} is not an encoding Python knows; use auto, utf-8 or latin-1",
-        None if test_set_name(d) != HELDOUT_NAME else
-        f"--test-name '{HELDOUT_NAME}' is the held-out split's name; choose another name for the --test-file test set",
-    ]
-    for problem in problems:
-        if problem:
-            raise ConfigError(problem)
-    if not m.methods:
-        raise ConfigError("--methods is empty: name at least one method, e.g. --methods lora,bitfit")
+    """Every option's range, checked once, before any work (`validation.run_problem`); a method's own settings
+    are checked by the method, and the checks that need the model by `validate_for_model`."""
+    problem = validation.run_problem(cfg)
+    if problem:
+        raise ConfigError(problem)
 
 
 def check_count(flag: str, value: Any, low: int = 1) -> None:
@@ -265,17 +226,9 @@ def validate_for_model(cfg: RunConfig, model_config: Any, module_names: list[str
         raise ConfigError(problem)
 
 
-def _is_codec(name: str) -> bool:
-    try:
-        codecs.lookup(name)
-    except (LookupError, TypeError):
-        return False
-    return True
-
-
 def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
     """Flat field name -> (section, field), the namespace of command-line flags."""
-    return {f.name: (s, f) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    return {f.name: (s, f) for s, cls in sections().items() for f in dataclasses.fields(cls)}
 
 
 def _suggest(name: str, options: list[str]) -> str:
@@ -285,29 +238,32 @@ def _suggest(name: str, options: list[str]) -> str:
 
 def from_dict(raw: dict, source: str = "config") -> RunConfig:
     """Build a RunConfig from nested ({train: {lr: ..}}) or flat ({lr: ..}) keys."""
-    index = field_index()
-    sections: dict[str, dict] = {s: {} for s in SECTIONS}
+    index, classes = field_index(), sections()
+    values: dict[str, dict] = {s: {} for s in SECTIONS}
     top: dict[str, Any] = {}
     for key, value in (raw or {}).items():
         if key in SECTIONS and (isinstance(value, dict) or key not in index):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: section '{key}' must be a mapping, got {value!r}")
-            names = [f.name for f in dataclasses.fields(SECTIONS[key])]
+            names = [f.name for f in dataclasses.fields(classes[key])]
             for k, v in value.items():
                 if k not in names:
                     raise ConfigError(f"{source}: unknown key '{key}.{k}'.{_suggest(k, names)}")
-                sections[key][k] = v
+                values[key][k] = v
         elif key in ("distill", "out"):
             top[key] = value
         elif key in index:
-            sections[index[key][0]][key] = value
+            values[index[key][0]][key] = value
         else:
             options = list(SECTIONS) + list(index) + ["distill", "out"]
             raise ConfigError(f"{source}: unknown key '{key}'.{_suggest(key, options)}")
     try:
-        built = {s: SECTIONS[s](**{k: _coerce(SECTIONS[s], k, v) for k, v in kv.items()}) for s, kv in sections.items()}
-    except (TypeError, ValueError) as e:
+        coerced = {s: {k: _coerce(classes[s], k, v) for k, v in kv.items()} for s, kv in values.items()}
+    except (TypeError, ValueError) as e:  # a value of the wrong kind: say where it came from
         raise ConfigError(f"{source}: {e}") from None
+    # A method's own checks (its settings class) raise here, and the ranges of the rest in RunConfig: both name
+    # the flag, as the same value may come from a file, a flag or run.json.
+    built = {s: classes[s](**kv) for s, kv in coerced.items()}
     return RunConfig(**built, **top)
 
 

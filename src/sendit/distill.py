@@ -34,10 +34,8 @@ import torch
 import yaml
 from transformers import AutoConfig
 
-from sendit.config import (
-    ConfigError, DistillConfig, RunConfig, distill_config, field_index, flatten, from_dict, load_config,
-    resolve_config_path,
-)
+from sendit.config import ConfigError, RunConfig, field_index, flatten, from_dict, load_config, resolve_config_path
+from sendit.distill_config import DistillConfig, distill_config
 from sendit.device import resolve_precision
 from sendit.batching import encode
 from sendit.engine import TrainingError

@@ -6,7 +6,8 @@ tweet in every epoch of every trial (dropout aside). `FeatureModel` stands in fo
 so a trial keeps the same batches, optimizer, schedule, validation and pruning: it looks each row's features up and
 runs the model's own head module on them. The features are the head's input with the model in eval mode, so
 dropout in the frozen part is off (a linear probe on fixed features); on a model without dropout a cached trial
-trains exactly as one through the whole model does (tests/test_tune.py).
+trains exactly as one through the whole model does (tests/test_tune.py). A head that is given whole sequences
+and picks its position itself (RoBERTa's) is left alone: its trials train through the whole model.
 """
 
 from __future__ import annotations
@@ -31,11 +32,16 @@ def head_module(model: nn.Module) -> nn.Module:
     raise ModelError(f"no classification head module found on {type(model).__name__} (looked for {HEAD_NAMES})")
 
 
+class Unsupported(Exception):
+    """The head reads whole sequences itself (RoBERTa's classification head takes the first token): which position
+    it uses is the head's business, so its trials train through the whole model instead."""
+
+
 @torch.no_grad()  # not inference_mode: the head's backward keeps these tensors as its inputs
 def head_inputs(model: nn.Module, data: Encoded, precision: str, batch_size: int = 256) -> torch.Tensor:
     """What the head module receives for each row, (rows, hidden) in row order, with the model in eval mode. A
-    head applied at every position (OPT's `score`) is read at the position the model pools: the last non-pad
-    token, found as transformers finds it."""
+    linear head applied at every position (OPT's `score`) is read at the position the model pools: the last
+    non-pad token, found as transformers finds it. Raises Unsupported for any other head given whole sequences."""
     head = head_module(model)
     device = next(model.parameters()).device
     max_tokens = MAX_TOKENS if device.type == "cpu" else batch_size * 128
@@ -52,6 +58,8 @@ def head_inputs(model: nn.Module, data: Encoded, precision: str, batch_size: int
                 model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
             x = captured[-1]
             if x.dim() == 3:
+                if not isinstance(head, nn.Linear):
+                    raise Unsupported(type(head).__name__)
                 positions = torch.arange(x.shape[1], device=device)
                 last = (positions * (b["input_ids"] != data.pad_id)).argmax(-1)
                 x = x[torch.arange(len(idx), device=device), last]
@@ -66,18 +74,14 @@ def head_inputs(model: nn.Module, data: Encoded, precision: str, batch_size: int
 
 class FeatureModel(nn.Module):
     """The head of a model on precomputed features, called like the model: `(input_ids, attention_mask) ->
-    .logits`. Rows are found by their tokens, so any batch of the splits it was built from can be passed."""
+    .logits`. Rows are found by their tokens (`rows`: token ids -> row of `features`), so any batch of the splits
+    the features were computed for can be passed."""
 
-    def __init__(self, head: nn.Module, splits: list[tuple[Encoded, torch.Tensor]]):
+    def __init__(self, head: nn.Module, rows: dict[tuple[int, ...], int], features: torch.Tensor):
         super().__init__()
         self.head = head  # the model's own module: what the trial trains is the model's head
-        self.rows: dict[tuple[int, ...], int] = {}
-        start = 0
-        for data, _ in splits:
-            for i, ids in enumerate(data.input_ids):
-                self.rows.setdefault(tuple(ids), start + i)  # a repeated tweet has the same features
-            start += len(data)
-        self.register_buffer("features", torch.cat([f for _, f in splits]), persistent=False)
+        self.rows = rows
+        self.features = features  # shared by every trial's FeatureModel, never copied
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
         lengths = attention_mask.sum(-1).tolist()
@@ -85,9 +89,24 @@ class FeatureModel(nn.Module):
         return SimpleNamespace(logits=self.head(self.features[idx]))
 
 
-def feature_model(model: nn.Module, splits: list[Encoded], precision: str, cache: dict, key: tuple) -> FeatureModel:
+def feature_model(model: nn.Module, splits: list[Encoded], precision: str, cache: dict,
+                  key: tuple) -> FeatureModel | None:
     """`model`'s head on the features of `splits`, computed on the first call for `key` (what the frozen part's
-    weights depend on: the base model and the seed that drew its new parameters) and reused after."""
+    weights depend on: the base model, the seed that drew its new parameters, the precision) and reused after;
+    None when the head reads whole sequences itself (then the trial trains through the whole model)."""
     if key not in cache:
-        cache[key] = [head_inputs(model, data, precision) for data in splits]
-    return FeatureModel(head_module(model), list(zip(splits, cache[key])))
+        try:
+            features = [head_inputs(model, data, precision) for data in splits]
+        except Unsupported:
+            cache[key] = None
+        else:
+            rows: dict[tuple[int, ...], int] = {}
+            start = 0
+            for data in splits:
+                for i, ids in enumerate(data.input_ids):
+                    rows.setdefault(tuple(ids), start + i)  # a repeated tweet has the same features
+                start += len(data)
+            cache[key] = (rows, torch.cat(features))
+    if cache[key] is None:
+        return None
+    return FeatureModel(head_module(model), *cache[key])

@@ -111,11 +111,9 @@ def load_tune_config(path: str | Path | None, overrides: dict, tune_overrides: d
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """One flag per TuneConfig field (the config flags are added by the caller)."""
-    for f in dataclasses.fields(TuneConfig):
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        suffix = "" if default in (None, {}) else f" (default: {default})"
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f"tune_{f.name}", default=None, metavar="TUNE",
-                       help=f.metadata["help"] + suffix)
+    from sendit.flags import add_field_flags
+
+    add_field_flags(p, dataclasses.fields(TuneConfig), dest_prefix="tune_")
 
 
 def tune_overrides(args: argparse.Namespace) -> dict:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from optuna.trial import TrialState
 
-from sendit.config import ConfigError, MethodConfig, RunConfig, TrainConfig, from_dict
+from sendit.config import ConfigError, RunConfig, TrainConfig, from_dict, method_config
 from sendit.device import resolve_precision
 from sendit.engine import TrainingError, fit
 from sendit.features import feature_model
@@ -42,7 +42,6 @@ STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialSta
 # Trials that count against a method's budget are all but these two kinds of FAIL: a trial whose process was
 # killed (it is re-proposed on --resume) and one created after a parallel worker used up the budget.
 NOT_COUNTED = ("interrupted", "over budget")
-_FIELDS = {f for cls in (TrainConfig, MethodConfig) for f in cls.__dataclass_fields__}
 
 
 def method_space(name: str, overrides: dict | None = None) -> dict[str, dict]:
@@ -61,9 +60,10 @@ def method_space(name: str, overrides: dict | None = None) -> dict[str, dict]:
 def check_space(name: str, space: dict) -> None:
     for key, spec in space.items():
         where = f"tune.space.{name}.{key}"
-        if key != "lr" and key not in _FIELDS:
+        settings = [*TrainConfig.__dataclass_fields__, *method_config().__dataclass_fields__]
+        if key != "lr" and key not in settings:
             raise ConfigError(f"{where}: '{key}' is neither lr nor a train/method setting, so a trial could not "
-                              f"use it. Use lr, warmup_ratio, weight_decay, lora_r, lora_alpha, lora_dropout, ...")
+                              f"use it. Use lr or one of: {', '.join(k for k in settings if k != 'methods')}.")
         if not isinstance(spec, dict) or not ({"choices"} == set(spec) or {"low", "high"} <= set(spec) <=
                                               {"low", "high", "log"}):
             raise ConfigError(f"{where} must be {{low: A, high: B}} (add log: true for a log scale) or "
@@ -187,11 +187,13 @@ def train_trial(ctx, name: str, params: dict, seed: int, attrs: dict, on_epoch: 
     mem = PeakMemory(device)
     try:
         with mem:  # computing the features is part of the trial that needed them: in its time and memory
-            trained = model
+            trained = None
             if features is not None and getattr(method, "frozen_features", False):
                 precision = resolve_precision(cfg.train.precision, device)
                 trained = feature_model(model, [ctx.encoded["train"], ctx.encoded["val"]], precision, features,
                                         key=(cfg.model.model, seed, precision))
+            if trained is None:  # no features (off, another method, or a head that reads whole sequences)
+                trained = model
             result = fit(trained, ctx.encoded["train"], ctx.encoded["val"], cfg.train, lr, ctx.accelerator, seed,
                          log=lambda s: None, desc=desc, on_epoch=record)
         attrs["best_epoch"] = result.best_epoch

@@ -1,8 +1,10 @@
 """The range of every option: each function returns the message for a value out of range (naming the flag, the
-value and what is allowed), or None. `sendit.config.validate` runs them all once, before any work."""
+value and what is allowed), or None. `run_problem` checks a whole run config; `sendit.config.validate` runs it
+once, before any work, and raises its message as a ConfigError."""
 
 from __future__ import annotations
 
+import codecs
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -10,27 +12,70 @@ if TYPE_CHECKING:
     from sendit.config import DataConfig, RunConfig
 
 
+def run_problem(cfg: RunConfig) -> str | None:
+    """The first option of a run config out of its range: the message names the flag, the value and what is
+    allowed. (A method's own settings are checked by the method's settings class; the model's limits by
+    `model_problem`.)"""
+    from sendit.config import HELDOUT_NAME, LABELS, test_set_name
+
+    t, d, m = cfg.train, cfg.data, cfg.method
+    problems = [
+        at_least("--epochs", t.epochs, 1), at_least("--batch-size", t.batch_size, 1),
+        at_least("--grad-accum", t.grad_accum, 1), at_least("--eval-batch-size", t.eval_batch_size, 1),
+        at_least("--patience", t.patience, 1), at_least("--log-every", t.log_every, 1),
+        None if t.threads is None else at_least("--threads", t.threads, 1, MAX_THREADS),
+        None if t.lr is None else in_range("--lr", t.lr, "> 0"),
+        in_range("--weight-decay", t.weight_decay, ">= 0"),
+        in_range("--warmup-ratio", t.warmup_ratio, "in [0, 1)"),
+        in_range("--max-grad-norm", t.max_grad_norm, ">= 0"),  # negative: gradient ascent
+        seed("--seed", t.seed), seed("--split-seed", d.split_seed), seeds(t.seeds),
+        method_lrs(m.method_lr), names("--methods", m.methods),
+        None if m.methods else "--methods is empty: name at least one method, e.g. --methods lora,bitfit",
+        at_least("--max-length", d.max_length, 8),
+        *(size(f"--{n.replace('_', '-')}", getattr(d, n)) for n in ("train_size", "val_size", "test_size")),
+        fractions_fit(d), label_map(d.label_map, LABELS),
+        choice("--precision", t.precision, ("auto", "bf16", "fp32")),
+        choice("--bad-rows", d.bad_rows, ("error", "skip")),
+        choice("--tracker", t.tracker, (None, "tensorboard", "mlflow")),
+        None if d.encoding == "auto" or _is_codec(d.encoding) else
+        f"--encoding {d.encoding!r} is not an encoding Python knows; use auto, utf-8 or latin-1",
+        None if test_set_name(d) != HELDOUT_NAME else
+        f"--test-name '{HELDOUT_NAME}' is the held-out split's name; choose another name for the --test-file test set",
+    ]
+    return next((p for p in problems if p), None)
+
+
 def model_problem(cfg: RunConfig, model_config: Any, module_names: list[str] | None = None) -> str | None:
-    """The options whose range is the model's: --max-length against its position limit, --target-modules against
-    the names of its leaf modules (peft matches a name or its dotted suffix), --lora-r against its width. Checked
-    from the model's config before anything trains (a too-long --max-length used to fail after a whole epoch)."""
+    """The options whose range is the model's: --max-length against its position limit, then each chosen
+    method's own `check_model` (LoRA: --target-modules against the model's module names, --lora-r against its
+    width). Checked from the model's config before anything trains (a too-long --max-length used to fail after a
+    whole epoch)."""
+    from sendit.methods import get_method
+
     model = f"model '{cfg.model.model}' ({getattr(model_config, 'model_type', 'unknown type')})"
     limit = position_limit(model_config)
     if limit is not None and cfg.data.max_length > limit:
         return (f"--max-length {cfg.data.max_length} is longer than {model} can read: it has {limit} positions. "
                 f"Pass --max-length {limit} or less (tweets need about 64 tokens).")
-    targets = cfg.method.target_modules or []
-    if module_names is not None and targets and targets != ["all-linear"]:
-        missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in module_names)]
-        if missing:
-            leaves = sorted({n.rsplit(".", 1)[-1] for n in module_names})
-            return (f"--target-modules {', '.join(missing)}: {model} has no module of that name. Its module names "
-                    f"are: {', '.join(leaves)}; or pass all-linear.")
-    width = getattr(model_config, "hidden_size", None)
-    if isinstance(width, int) and cfg.method.lora_r > width and {"lora", "dora"} & set(cfg.method.methods):
-        return (f"--lora-r {cfg.method.lora_r} is larger than the {width}-wide {model}: a LoRA rank must be at most "
-                f"the width it adapts (8-64 is usual).")
+    for name in cfg.method.methods:
+        check = getattr(get_method(name), "check_model", None)
+        problem = check(cfg.method, model_config, model, module_names) if check else None
+        if problem:
+            return problem
     return None
+
+
+def target_modules(targets: list | None, module_names: list[str] | None, model: str) -> str | None:
+    """--target-modules against the names of the model's leaf modules (peft matches a name or its dotted suffix);
+    `module_names` None: not known, not checked."""
+    if module_names is None or not targets or targets == ["all-linear"]:
+        return None
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in module_names)]
+    if not missing:
+        return None
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in module_names})
+    return (f"--target-modules {', '.join(missing)}: {model} has no module of that name. Its module names are: "
+            f"{', '.join(leaves)}; or pass all-linear.")
 
 
 # RoBERTa-style models number positions from padding_idx + 1, so two of their position embeddings are never used.
@@ -145,3 +190,11 @@ def choice(flag: str, v: Any, allowed: tuple) -> str | None:
         return None
     names = [str(a) for a in allowed if a is not None]
     return f"{flag} must be {', '.join(names[:-1])} or {names[-1]} (got {v})"
+
+
+def _is_codec(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except (LookupError, TypeError):
+        return False
+    return True

@@ -189,7 +189,7 @@ def check_against_model(cfg: RunConfig) -> None:
     try:
         config = autoconfig(cfg.model.model, cfg.model.trust_remote_code)
         names = None
-        if cfg.method.target_modules:
+        if getattr(cfg.method, "target_modules", None):
             with torch.device("meta"):
                 model = AutoModelForSequenceClassification.from_config(
                     config, trust_remote_code=cfg.model.trust_remote_code)

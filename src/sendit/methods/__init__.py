@@ -1,15 +1,24 @@
 """The method registry. A method differs from another only in which parameters train and how they are saved;
-all of them plug into the one training loop in `sendit.engine`."""
+all of them plug into the one training loop in `sendit.engine`.
+
+Method files import torch, transformers and peft inside their functions, so that the registry and the methods'
+settings (which the config reads to know its flags) load without them: the command line and `sendit report`
+start fast (tests/test_report.py)."""
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from torch import nn
+from sendit.config import ConfigError
 
-from sendit.config import ConfigError, MethodConfig
+if TYPE_CHECKING:
+    from torch import nn
+
+# The help of `target_modules`, which several adapter methods declare (alike, so that it is one flag).
+TARGET_MODULES_HELP = ("modules the adapter wraps (LoRA, DoRA, IA3), or all-linear; default: the method's choice for "
+                       "the architecture (LoRA: the attention projections)")
 
 
 class Method(Protocol):
@@ -21,9 +30,17 @@ class Method(Protocol):
     # What `sendit tune` searches: parameter -> {"low", "high", "log"} (a float range) or {"choices": [...]}.
     # A parameter is "lr" or any train/method config field (warmup_ratio, lora_r, ...); docs/tuning.md.
     search_space: dict[str, dict]
+    # Optional members (read with getattr):
+    # - settings: a dataclass of the method's own settings (fields made with config._f; a name no other setting
+    #   has, unless another method declares the same field alike). They join the `method:` section of every
+    #   config and become flags (--lora-r); its __post_init__ checks them, raising ConfigError.
+    # - check_model(cfg, model_config, model, module_names) -> str | None: what is wrong with the settings for
+    #   this model (run before anything trains).
+    # - frozen_features: only the head trains, so `sendit tune` trials may train it on features (features.py).
 
-    def prepare(self, model: nn.Module, cfg: MethodConfig) -> nn.Module:
-        """Freeze/wrap the base model so that exactly this method's parameters train."""
+    def prepare(self, model: nn.Module, cfg: Any) -> nn.Module:
+        """Freeze/wrap the base model so that exactly this method's parameters train (`cfg`: the method section,
+        a config.MethodConfig, which holds the method's settings)."""
 
     def save(self, model: nn.Module, folder: Path) -> list[Path]:
         """Write what the method trained into folder; return the weight files written."""

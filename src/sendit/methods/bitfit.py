@@ -1,7 +1,6 @@
 """BitFit (Ben Zaken et al., 2022): train every bias term and the classification head, nothing else."""
 
 from sendit.methods import partial, register
-from sendit.models import head_parameter_names
 
 
 def bias_names(model) -> set[str]:
@@ -21,6 +20,8 @@ class BitFit:
     }
 
     def prepare(self, model, cfg):
+        from sendit.models import head_parameter_names
+
         return partial.train_only(model, bias_names(model) | set(head_parameter_names(model)))
 
     save = staticmethod(partial.save_trainable)

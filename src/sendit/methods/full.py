@@ -2,8 +2,6 @@
 
 from pathlib import Path
 
-from transformers import AutoModelForSequenceClassification
-
 from sendit.methods import register
 
 
@@ -31,6 +29,8 @@ class Full:
         return sorted(Path(folder).glob("model*.safetensors"))
 
     def load(self, folder, base):
+        from transformers import AutoModelForSequenceClassification
+
         return AutoModelForSequenceClassification.from_pretrained(folder)
 
     def merge(self, model):

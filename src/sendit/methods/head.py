@@ -1,7 +1,6 @@
 """Head-only (linear probe): the backbone is frozen, only the classification head trains."""
 
 from sendit.methods import partial, register
-from sendit.models import head_parameter_names
 
 
 class Head:
@@ -16,6 +15,8 @@ class Head:
     frozen_features = True
 
     def prepare(self, model, cfg):
+        from sendit.models import head_parameter_names
+
         return partial.train_only(model, set(head_parameter_names(model)))
 
     save = staticmethod(partial.save_trainable)

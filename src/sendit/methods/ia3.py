@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from peft import IA3Config, PeftModel, TaskType, get_peft_model
-
-from sendit.methods import register
-from sendit.models import model_type
+from sendit import validation
+from sendit.config import ConfigError, _f
+from sendit.methods import TARGET_MODULES_HELP, register
 
 TARGETS = {
     "bert": (["key", "value", "output.dense"], ["output.dense"]),
     "opt": (["k_proj", "v_proj", "fc2"], ["fc2"]),
 }
+
+
+@dataclass
+class IA3Settings:
+    """(IA)^3's setting (LoRA declares the same one: one --target-modules flag for both)."""
+
+    target_modules: list | None = _f(None, TARGET_MODULES_HELP)
+
+    def __post_init__(self) -> None:
+        problem = validation.names("--target-modules", self.target_modules)
+        if problem:
+            raise ConfigError(problem)
 
 
 class IA3:
@@ -25,8 +37,16 @@ class IA3:
         "lr": {"low": 1e-4, "high": 3e-2, "log": True},
         "warmup_ratio": {"low": 0.0, "high": 0.2},
     }
+    settings = IA3Settings
+
+    def check_model(self, cfg, model_config, model: str, module_names: list[str] | None) -> str | None:
+        return validation.target_modules(cfg.target_modules, module_names, model)
 
     def prepare(self, model, cfg):
+        from peft import IA3Config, TaskType, get_peft_model
+
+        from sendit.models import model_type
+
         targets, feedforward = TARGETS.get(model_type(model), (None, None))
         if cfg.target_modules:
             targets, feedforward = cfg.target_modules, [m for m in cfg.target_modules if m in (feedforward or [])]
@@ -38,6 +58,8 @@ class IA3:
         return sorted(Path(folder).glob("adapter_model*.safetensors"))
 
     def load(self, folder, base):
+        from peft import PeftModel
+
         return PeftModel.from_pretrained(base(), folder)
 
     def merge(self, model):

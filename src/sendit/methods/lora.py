@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from sendit import validation
+from sendit.config import ConfigError, _f
+from sendit.methods import TARGET_MODULES_HELP, register
 
-from sendit.methods import register
-from sendit.models import model_type
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 # Attention projections per architecture; peft's own table covers more models and is used otherwise.
 TARGETS = {
@@ -29,6 +33,24 @@ SEARCH_SPACE = {
 }
 
 
+@dataclass
+class LoraSettings:
+    """LoRA's and DoRA's settings: keys of the `method:` section, and flags (--lora-r 16)."""
+
+    lora_r: int = _f(8, "LoRA/DoRA rank")
+    lora_alpha: int = _f(16, "LoRA/DoRA scaling alpha")
+    lora_dropout: float = _f(0.1, "LoRA/DoRA dropout")
+    target_modules: list | None = _f(None, TARGET_MODULES_HELP)
+
+    def __post_init__(self) -> None:
+        for problem in (validation.at_least("--lora-r", self.lora_r, 1),
+                        validation.at_least("--lora-alpha", self.lora_alpha, 1),
+                        validation.in_range("--lora-dropout", self.lora_dropout, "in [0, 1)"),
+                        validation.names("--target-modules", self.target_modules)):
+            if problem:
+                raise ConfigError(problem)
+
+
 class Lora:
     name = "lora"
     default_lr = 2e-3
@@ -37,8 +59,23 @@ class Lora:
     cost_rank = 3  # report order: cheapest first
     use_dora = False
     search_space = SEARCH_SPACE
+    settings = LoraSettings
+
+    def check_model(self, cfg, model_config, model: str, module_names: list[str] | None) -> str | None:
+        """--target-modules against the model's modules; a rank wider than the layers it adapts (which peft
+        would accept)."""
+        problem = validation.target_modules(cfg.target_modules, module_names, model)
+        width = getattr(model_config, "hidden_size", None)
+        if not problem and isinstance(width, int) and cfg.lora_r > width:
+            problem = (f"--lora-r {cfg.lora_r} is larger than the {width}-wide {model}: a LoRA rank must be at most "
+                       f"the width it adapts (8-64 is usual).")
+        return problem
 
     def peft_config(self, model, cfg) -> LoraConfig:
+        from peft import LoraConfig, TaskType
+
+        from sendit.models import model_type
+
         targets = cfg.target_modules or TARGETS.get(model_type(model))
         return LoraConfig(
             task_type=TaskType.SEQ_CLS,
@@ -50,6 +87,8 @@ class Lora:
         )
 
     def prepare(self, model, cfg):
+        from peft import get_peft_model
+
         return get_peft_model(model, self.peft_config(model, cfg))
 
     def save(self, model, folder: Path) -> list[Path]:
@@ -57,6 +96,8 @@ class Lora:
         return sorted(Path(folder).glob("adapter_model*.safetensors"))
 
     def load(self, folder, base):
+        from peft import PeftModel
+
         return PeftModel.from_pretrained(base(), folder)
 
     def merge(self, model):

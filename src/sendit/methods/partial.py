@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-from torch import nn
-
-from sendit.models import NEW_PARAMETERS, ModelError
+if TYPE_CHECKING:
+    from torch import nn
 
 WEIGHTS = "trained_params.safetensors"
 
@@ -29,6 +26,8 @@ def train_only(model: nn.Module, names: set[str]) -> nn.Module:
 def saved_names(model: nn.Module) -> set[str]:
     """The trained parameters and those no checkpoint supplied. A model not built by `sendit.models` (its origin
     unknown) is saved whole: the only choice that is sure to reload to the same predictions."""
+    from sendit.models import NEW_PARAMETERS
+
     params = dict(model.named_parameters())
     new = getattr(model, NEW_PARAMETERS, None)
     new = set(params) if new is None else set(new) & set(params)
@@ -36,6 +35,8 @@ def saved_names(model: nn.Module) -> set[str]:
 
 
 def save_trainable(model: nn.Module, folder: Path) -> list[Path]:
+    from safetensors.torch import save_file
+
     keep = saved_names(model)
     state = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if n in keep}
     trained = sorted(n for n, p in model.named_parameters() if p.requires_grad)
@@ -45,6 +46,11 @@ def save_trainable(model: nn.Module, folder: Path) -> list[Path]:
 
 
 def load_trainable(folder: Path, base: Callable[[], nn.Module]) -> nn.Module:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from sendit.models import ModelError
+
     model = base()
     path = Path(folder) / WEIGHTS
     state = load_file(str(path))
