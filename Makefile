@@ -9,6 +9,8 @@ TORCH ?= torch==2.13.0
 PRECISION_TESTS := tests/test_precision.py tests/test_methods.py tests/test_predict.py tests/test_export.py \
 	tests/test_distill.py tests/test_bench.py tests/test_resume.py tests/test_determinism.py \
 	tests/test_training_checks.py
+# ... and single tests of other files whose path depends on precision (tune's head features run under autocast).
+PRECISION_NODES := tests/test_tune.py::test_head_trials_train_on_features_computed_once_as_through_the_whole_model
 
 .PHONY: install install-dev run test test-other-precision test-all lint clean
 
@@ -33,7 +35,7 @@ test: install-dev
 test-other-precision: install-dev
 	SENDIT_PRECISION=$$($(BIN)/python -c "from sendit.device import resolve_precision as r; \
 	print('fp32' if r('auto') == 'bf16' else 'bf16')") && echo "forcing SENDIT_PRECISION=$$SENDIT_PRECISION" && \
-	SENDIT_PRECISION=$$SENDIT_PRECISION $(BIN)/python -m pytest -q $(wildcard $(PRECISION_TESTS))
+	SENDIT_PRECISION=$$SENDIT_PRECISION $(BIN)/python -m pytest -q $(wildcard $(PRECISION_TESTS)) $(PRECISION_NODES)
 
 test-all: install-dev
 	$(BIN)/python -m pytest -q -m "slow or not slow"
