@@ -203,6 +203,9 @@ def test_methods_cli_lists_the_registry(capsys):
     out = capsys.readouterr().out
     for name in ("full", "head", "bitfit", "lora", "dora", "ia3"):
         assert name in out
+    lora = out.split("\nlora ")[1].splitlines()
+    assert lora[1].split() == ["settings:", "--lora-r", "(default", "8),", "--lora-alpha", "(default", "16),",
+                               "--lora-dropout", "(default", "0.1),", "--target-modules", "(default", "None)"]
 
 
 def test_every_config_field_is_a_documented_flag():
@@ -252,3 +255,16 @@ def test_each_method_owns_its_settings_and_the_command_line_loads_without_torch(
     cfg = load_config(None, {"lora_r": "4", "target_modules": "q_proj,v_proj"})
     for copied in (pickle.loads(pickle.dumps(cfg)), copy.deepcopy(cfg)):  # worker processes get copies
         assert copied == cfg and copied.method.target_modules == ["q_proj", "v_proj"]
+
+
+def test_a_reader_that_goes_away_stops_the_output_quietly():
+    """`sendit methods | head`: the closed pipe is the reader's choice, not an error to report."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from sendit.cli import main; "
+            "sys.stdout.write = lambda *a: (_ for _ in ()).throw(BrokenPipeError(32, 'Broken pipe')); "
+            "sys.exit(main(['methods']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 141 and out.stderr == ""
+

@@ -24,6 +24,7 @@ ALIASES = {"data": ["--data"], "model": ["--model"], "methods": ["--methods"], "
 EXIT_USER_ERROR = 2  # bad input: nothing was done
 EXIT_FAILED = 1  # a run failed part-way (a method's training, a full disk)
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer stopped by SIGPIPE
 
 
 def _config(args: argparse.Namespace):
@@ -140,6 +141,10 @@ def cmd_methods(args: argparse.Namespace) -> int:
     for name, m in METHODS.items():
         doc = (sys.modules[type(m).__module__].__doc__ or "").strip().splitlines()[0]
         print(f"{name:8s} default lr {m.default_lr:<8g} {doc}")
+        settings = getattr(m, "settings", None)  # its own flags, which `sendit run --help` lists among all others
+        if settings:
+            print(" " * 9 + "settings: " + ", ".join(f"--{f.name.replace('_', '-')} (default {f.default})"
+                                                   for f in dataclasses.fields(settings)))
     return 0
 
 
@@ -323,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as e:
         say(f"error: {_paragraph(e)}{_disk_hint(e.error)}. The run stopped. {_saved(args.command, e.run_dir)}")
         return EXIT_FAILED
+    except BrokenPipeError:  # the reader went away (`sendit methods | head`): stop quietly, as other tools do
+        try:  # Python would report the pipe again when it flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return EXIT_BROKEN_PIPE
     except OSError as e:  # a path that cannot be read or written: nothing ran yet
         where = f" ({e.filename})" if e.filename else ""
         say(f"error: {e.strerror or _paragraph(e)}{where}{_disk_hint(e)}.")
