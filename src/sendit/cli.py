@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from sendit.config import ConfigError
+from sendit.config import ConfigError, field_default
 from sendit.distill_config import DistillConfig
 from sendit.flags import add_config_flags, add_field_flags, config_overrides
 from sendit.verbosity import set_level
@@ -143,7 +143,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"{name:8s} default lr {m.default_lr:<8g} {doc}")
         settings = getattr(m, "settings", None)  # its own flags, which `sendit run --help` lists among all others
         if settings:
-            print(" " * 9 + "settings: " + ", ".join(f"--{f.name.replace('_', '-')} (default {f.default})"
+            print(" " * 9 + "settings: " + ", ".join(f"--{f.name.replace('_', '-')} (default {field_default(f)})"
                                                    for f in dataclasses.fields(settings)))
     return 0
 

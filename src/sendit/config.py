@@ -133,7 +133,7 @@ def _method_config(owned: tuple[type, ...]) -> type:
                                                    metadata=f.metadata))
             old = fields.setdefault(f.name, new)
             # Two methods may share a setting (LoRA and IA3: target_modules) if they declare it alike: one flag.
-            if old is not new and (old[1], _default(old[2])) != (kind, _default(f)):
+            if old is not new and (old[1], field_default(old[2])) != (kind, field_default(f)):
                 raise TypeError(f"{cls.__name__}.{f.name} is declared differently by another method's settings")
 
     def __post_init__(self: Any) -> None:
@@ -147,7 +147,8 @@ def _method_config(owned: tuple[type, ...]) -> type:
     return section
 
 
-def _default(f: dataclasses.Field) -> Any:
+def field_default(f: dataclasses.Field) -> Any:
+    """A field's default value, also when it is made by a factory (lists, mappings)."""
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 

@@ -8,6 +8,8 @@ import argparse
 import dataclasses
 from typing import Iterable
 
+from sendit.config import field_default
+
 # Value names of the str fields (the others follow from their type), as --help shows them: `--data SOURCE`.
 _VALUE_NAMES = {
     "data": "SOURCE", "test_file": "PATH", "extra_train_file": "PATH", "teacher": "PATH", "model": "MODEL",
@@ -37,7 +39,7 @@ def add_field_flags(p: argparse.ArgumentParser, fields: Iterable[dataclasses.Fie
     for f in fields:
         if f.name in skip:
             continue
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        default = field_default(f)
         flag, dest = f"--{f.name.replace('_', '-')}", dest_prefix + f.name
         if switches and isinstance(default, bool):
             p.add_argument(flag, dest=dest, action="store_true", help=f.metadata["help"])
