@@ -19,10 +19,8 @@ from torch import nn
 
 from sendit.batching import Encoded, collate, token_batches
 from sendit.device import autocast
+from sendit.engine import MAX_TOKENS
 from sendit.models import HEAD_NAMES, ModelError
-
-# Padded tokens per batch while computing features: the inference loop's CPU setting (engine.MAX_TOKENS).
-MAX_TOKENS = 256
 
 
 def head_module(model: nn.Module) -> nn.Module:
@@ -44,7 +42,7 @@ def head_inputs(model: nn.Module, data: Encoded, precision: str, batch_size: int
     non-pad token, found as transformers finds it. Raises Unsupported for any other head given whole sequences."""
     head = head_module(model)
     device = next(model.parameters()).device
-    max_tokens = MAX_TOKENS if device.type == "cpu" else batch_size * 128
+    max_tokens = MAX_TOKENS.get(device.type, batch_size * 128)  # the inference loop's batches
     captured: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
     was_training = model.training
