@@ -34,8 +34,9 @@ import torch
 import yaml
 from transformers import AutoConfig
 
-from sendit.config import ConfigError, RunConfig, field_index, flatten, from_dict, load_config, resolve_config_path
+from sendit.config import ConfigError, RunConfig, flatten, from_dict, load_config, resolve_config_path
 from sendit.distill_config import DistillConfig, distill_config
+from sendit.flags import config_overrides
 from sendit.device import resolve_precision
 from sendit.batching import encode
 from sendit.engine import TrainingError
@@ -299,7 +300,6 @@ def distill_command(args: argparse.Namespace) -> int:
     """`sendit distill`: the flags of DistillConfig, the run-config flags, --config, --out, --no-report."""
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(DistillConfig)
              if getattr(args, f.name, None) is not None}
-    overrides = {k: v for k, v in vars(args).items() if k in field_index() and v is not None}
-    cfg, d = distill_settings(args.config, overrides, flags, args.out)
+    cfg, d = distill_settings(args.config, config_overrides(args, with_out=False), flags, args.out)
     distill(cfg, d, args.out, report=not args.no_report)
     return 0

@@ -20,14 +20,7 @@ from torch import nn
 from sendit.batching import Encoded, collate, token_batches
 from sendit.device import autocast
 from sendit.engine import MAX_TOKENS
-from sendit.models import HEAD_NAMES, ModelError
-
-
-def head_module(model: nn.Module) -> nn.Module:
-    for name in HEAD_NAMES:
-        if isinstance(getattr(model, name, None), nn.Module):
-            return getattr(model, name)
-    raise ModelError(f"no classification head module found on {type(model).__name__} (looked for {HEAD_NAMES})")
+from sendit.models import head_module
 
 
 class Unsupported(Exception):

@@ -60,12 +60,12 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
     add_field_flags(p, [f for _, f in field_index().values()], skip=skip)
 
 
-def config_overrides(args: argparse.Namespace) -> dict:
-    """The run-config flags that were given (and --out), by field name."""
+def config_overrides(args: argparse.Namespace, with_out: bool = True) -> dict:
+    """The run-config flags that were given (and --out, unless the command places its output itself), by name."""
     from sendit.config import field_index
 
     names = set(field_index())
     out = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    if getattr(args, "out", None):
+    if with_out and getattr(args, "out", None):
         out["out"] = args.out
     return out

@@ -170,8 +170,20 @@ def head_parameter_names(model: nn.Module) -> list[str]:
     """Names of the classification head's parameters (trained by every method)."""
     names = [n for n, _ in model.named_parameters() if n.split(".")[0] in HEAD_NAMES]
     if not names:
-        raise ModelError(f"no classification head found on {type(model).__name__} (looked for {HEAD_NAMES}).")
+        raise _no_head(model)
     return names
+
+
+def head_module(model: nn.Module) -> nn.Module:
+    """The classification head itself (the module whose input `sendit tune` keeps as features)."""
+    for name in HEAD_NAMES:
+        if isinstance(getattr(model, name, None), nn.Module):
+            return getattr(model, name)
+    raise _no_head(model)
+
+
+def _no_head(model: nn.Module) -> ModelError:
+    return ModelError(f"no classification head found on {type(model).__name__} (looked for {HEAD_NAMES}).")
 
 
 def num_layers(config) -> int:
