@@ -226,12 +226,13 @@ def test_report_pairs_match_reference(full):
     cb = (preds["lora"]["label"] == preds["lora"]["prediction"]).to_numpy()
     table = [[np.sum(ca & cb), np.sum(ca & ~cb)], [np.sum(~ca & cb), np.sum(~ca & ~cb)]]
     assert pair["mcnemar_p"] == pytest.approx(mcnemar(table, exact=True).pvalue, rel=1e-12)
-    rng = np.random.default_rng(0)  # the report's default bootstrap seed
-    idx = rng.integers(0, len(ca), size=(2000, len(ca)))
-    diffs = 100 * (ca.astype(float) - cb)[idx].mean(axis=1)
-    assert [pair["ci_lo"], pair["ci_hi"]] == pytest.approx(np.percentile(diffs, [2.5, 97.5]))
+    d = 100 * (ca.astype(float) - cb)  # one seed: the paired t on the row differences, CI and p from it
+    half = sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    assert [pair["ci_lo"], pair["ci_hi"]] == pytest.approx([d.mean() - half, d.mean() + half])
+    assert pair["p"] == pytest.approx(sps.ttest_1samp(d, 0.0).pvalue)
     assert pair["diff_points"] == pytest.approx(100 * (ca.mean() - cb.mean()))
-    assert pair["verdict"].startswith("LoRA beats BitFit by ")
+    assert pair["verdict"].startswith("LoRA's trained model beats BitFit's by ")
+    assert "about these two trained models (seed 0), not the methods" in pair["verdict"]
 
 
 def _f1_reference(y: np.ndarray, p: np.ndarray) -> float:
@@ -273,15 +274,17 @@ def test_bootstrap_ci_near_analytic_bounds():
 
 
 def test_verdict_wording():
-    assert rstats.verdict("BitFit", "LoRA", -1.4, -2.2, -0.6, 0.001) == (
-        "LoRA beats BitFit by 1.4 points, 95% CI [0.6, 2.2], McNemar p = 0.001"
-    )
-    assert rstats.verdict("LoRA", "BitFit", 0.5, -0.3, 1.2, 0.2) == (
-        "No significant difference between LoRA and BitFit (LoRA − BitFit = 0.5 points, "
-        "95% CI [-0.3, 1.2], McNemar p = 0.200)"
-    )
-    # a CI that excludes 0 is not enough without McNemar p < 0.05
-    assert rstats.verdict("A", "B", 1.0, 0.1, 2.0, 0.06).startswith("No significant difference")
+    one = rstats.Comparison(-1.4, 0.4, 358, 0.16, 0.0, 359, 1)
+    assert rstats.verdict("BitFit", "LoRA", one, 0.001, seed=0, mcnemar=0.002) == (
+        "LoRA's trained model beats BitFit's by 1.4 points (95% CI [0.6, 2.2], p = 0.001, McNemar p = 0.002); this "
+        "is about these two trained models (seed 0), not the methods: a verdict about the methods needs at least 3 "
+        "seeds")
+    three = rstats.Comparison(0.5, 0.4, 2.5, 0.1, 0.06, 359, 3)
+    lo, hi = three.ci()
+    assert rstats.verdict("LoRA", "BitFit", three, 0.2, family=3) == (
+        f"No significant difference between the methods LoRA and BitFit (LoRA − BitFit = 0.5 points, 95% CI "
+        f"[{lo:.1f}, {hi:.1f}], p (Holm, 3 pairs) = 0.200; 359 test rows × 3 seeds)")
+    assert rstats.verdict("A", "B", three, 0.001).startswith("A beats B by 0.5 points across seeds")
 
 
 def test_study_only_folder(study):
@@ -328,12 +331,14 @@ def test_multi_seed_mean_std_and_across_seed_tests(seeds):
         m: pd.read_csv(run / f"{m}_inference_metrics_summary.csv")["accuracy"]
         for m in ("bitfit", "lora")
     }
-    assert across["ttest_p"] == pytest.approx(sps.ttest_rel(acc["bitfit"], acc["lora"]).pvalue)
-    assert across["diff_points"] == pytest.approx(100 * (acc["bitfit"].mean() - acc["lora"].mean()))
-    assert "test rows × 3 seeds; paired t-test over seeds p" in across["verdict"]
+    delta = 100 * (acc["bitfit"] - acc["lora"])
+    assert across["seed_sd_points"] == pytest.approx(delta.std(ddof=1))
+    assert across["diff_points"] == pytest.approx(delta.mean())
+    assert across["ci_lo"] < across["diff_points"] < across["ci_hi"] and across["df"] > 1
+    assert " test rows × 3 seeds)" in across["verdict"]
     assert len(summary["pairs"]) == 3 and len(summary["metric_ci"]) == 6
     assert (out / "tables" / "comparisons_across_seeds.md").is_file()
-    assert "Across seeds:" in (out / "index.html").read_text()
+    assert "Across seeds (a verdict about the methods)" in (out / "index.html").read_text()
 
 
 def test_distillation_retention(full):
@@ -374,7 +379,7 @@ def test_html_is_self_contained_and_escaped(full):
     assert "http://" not in html and "https://" not in html
     assert html.count('<img src="data:image/png;base64,') == len(FULL_FIGURES)
     for section in (
-        "LoRA beats BitFit",
+        "LoRA&#x27;s trained model beats BitFit&#x27;s",
         "Final validation results",
         "Test results",
         "Run run1",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 
@@ -11,7 +10,6 @@ import optuna
 import pandas as pd
 import pytest
 from helpers import OPT_TOKENIZER, paths_atol
-from scipy import stats as sps
 
 from sendit import engine, tune_trials
 from sendit.cli import main
@@ -20,9 +18,8 @@ from sendit.engine import TrainingError
 from sendit.methods import METHODS, get_method
 from sendit.run_folder import read_manifest
 from sendit.report import build_report
-from sendit.report import stats as rstats
 from sendit.report.load import RunData
-from sendit.report.recommend import Budget, busy_notes, expected_max, expected_max_curves, pareto_front, recommend
+from sendit.report.recommend import busy_notes
 from sendit.tune import tune
 from sendit.tune_config import load_tune_config
 from sendit.tune_trials import TRIAL_COLUMNS, TRIALS_CSV, apply_params, default_params, method_space
@@ -107,8 +104,11 @@ def test_search_reads_validation_only_then_confirms_every_seed(tiny_opt, tmp_pat
     monkeypatch.setattr(engine, "predict", spy_predict)
     monkeypatch.setattr("sendit.workflow.predict", spy_predict)
     monkeypatch.setattr("sendit.tune.confirm", spy_confirm)
+    trial_seeds, real_fit = [], tune_trials.fit
+    monkeypatch.setattr(tune_trials, "fit", lambda *a, **kw: trial_seeds.append(a[6]) or real_fit(*a, **kw))
     cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", methods="bitfit,lora", seeds=(0, 1))
     run_dir = tune(cfg, tcfg, report=False, **QUIET)
+    assert set(trial_seeds) == {2}, "search trials train with a seed apart from the confirmation seeds 0 and 1"
 
     searched = [n for p, n in seen if p == "search"]
     assert searched and set(searched) == {24}, "the search must predict the 24 validation rows and nothing else"
@@ -137,9 +137,10 @@ def test_search_reads_validation_only_then_confirms_every_seed(tiny_opt, tmp_pat
 
     out = build_report([run_dir], n_boot=100, dpi=40)  # `sendit report` reads the sweep like any run
     summary = json.loads((out / "stats.json").read_text())
-    assert summary["recommendation"].startswith("Use ") and len(summary["seed_pairs"]) == 2
+    assert summary["recommendation"].startswith("Across 2 seeds: Use ") and len(summary["seed_pairs"]) == 2
+    assert "margin δ = 1 accuracy points" in summary["recommendation"]
     html = (out / "index.html").read_text()
-    assert "Holm-corrected" in html and "test rows and seeds together" in html  # the report says how it tested
+    assert "Holm-corrected" in html and "crossed random effects" in html  # the report says how it tested
     assert html.rindex("<section") == html.index('<section id="recommendation">'), "the report ends with it"
     assert (out / "tables" / "expected_best_of_n.csv").is_file() and (out / "tables" / "pareto.csv").is_file()
 
@@ -175,7 +176,41 @@ def test_the_time_cap_never_leaves_a_method_without_its_first_finished_trial(tin
     run_dir = tune(cfg, tcfg, report=False, **QUIET)
     trials = _trials(run_dir).set_index("trial")
     assert trials["state"].tolist() == ["complete"] and trials.loc[0, "epochs_run"] == 2
-    assert read_manifest(run_dir)["status"] == {"head/seed0": "done"}
+    manifest = read_manifest(run_dir)
+    assert manifest["status"] == {"head/seed0": "done"}
+    assert manifest["tuned"]["head"]["cut_short"] == "time cap after 1 of 3 trials", "the cap is reported"
+    text = build_report([run_dir], n_boot=20, dpi=30)
+    rec = json.loads((text / "stats.json").read_text())["recommendation"]
+    assert "Head-only's search was cut short (time cap after 1 of 3 trials)" in rec
+
+
+def test_every_method_gets_the_same_trials_and_a_trial_seed_apart_from_the_confirmation_seeds(tiny_opt, tmp_path):
+    cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", methods="head,bitfit", trials=2)
+    run_dir = tune(cfg, tcfg, report=False, **QUIET)
+    tuned = read_manifest(run_dir)["tuned"]
+    assert [tuned[m]["trials"] for m in ("head", "bitfit")] == [2, 2]
+    assert tuned["head"]["cut_short"] is None and tuned["bitfit"]["cut_short"] is None
+    cfg, tcfg = _cfg(tiny_opt, tmp_path / "other", seeds=(0, 1), trial_seed=1)
+    with pytest.raises(ConfigError, match="--trial-seed 1 is also a confirmation seed"):
+        tune(cfg, tcfg, report=False, **QUIET)
+    assert not (tmp_path / "other").exists(), "refused before the run folder is made"
+
+
+def test_a_default_arm_equal_to_the_tuned_configuration_reuses_its_runs(tiny_opt, tmp_path, monkeypatch):
+    """trials=1: the only trial is the default configuration, so the default arm is the tuned one: not retrained."""
+    from sendit import workflow
+
+    trained, real = [], workflow.train_method
+    monkeypatch.setattr("sendit.tune.train_method", lambda ctx, name, seed, **kw: trained.append(
+        (kw.get("label"), seed)) or real(ctx, name, seed, **kw))
+    cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", methods="bitfit", seeds=(0, 1), trials=1, defaults=True)
+    run_dir = tune(cfg, tcfg, report=False, **QUIET)
+    assert trained == [("bitfit", 0), ("bitfit", 1)], "the default arm is not retrained"
+    tuned = pd.read_csv(run_dir / "bitfit_inference_predictions.csv")
+    default = pd.read_csv(run_dir / "bitfit-default_inference_predictions.csv")
+    assert set(default["method"]) == {"bitfit-default"} and set(default["same_as"]) == {"bitfit"}
+    assert default["prediction"].tolist() == tuned["prediction"].tolist()
+    assert read_manifest(run_dir)["status"]["bitfit-default/seed1"] == "done"
 
 
 def test_head_trials_train_on_features_computed_once_as_through_the_whole_model(tiny_opt, tmp_path, monkeypatch):
@@ -226,7 +261,7 @@ def test_a_head_that_reads_whole_sequences_trains_through_the_whole_model(tmp_pa
     assert f1s[0] == f1s[1]
 
 
-@pytest.mark.parametrize("head_features, computed", [(True, 2), (False, 0)])
+@pytest.mark.parametrize("head_features, computed", [(True, 4), (False, 0)])
 def test_the_sweep_computes_head_features_only_when_asked(tiny_opt, tmp_path, monkeypatch, head_features, computed):
     from sendit import features as feats
 
@@ -234,6 +269,8 @@ def test_the_sweep_computes_head_features_only_when_asked(tiny_opt, tmp_path, mo
     monkeypatch.setattr(feats, "head_inputs", lambda *a: calls.append(1) or real(*a))
     cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", methods="head,bitfit", trials=2, head_features=head_features)
     trials = _trials(tune(cfg, tcfg, report=False, **QUIET))
+    # search: train and validation once for the trial seed; confirmation, trained as the trials were: once more for
+    # its seed (the frozen part's new parameters are drawn per seed)
     assert len(calls) == computed and set(trials["state"]) == {"complete"} and len(trials) == 4
 
 
@@ -363,126 +400,3 @@ def test_ray_results_become_trials_csv_rows_in_creation_order():
     assert rows.columns.tolist() == TRIAL_COLUMNS and rows["trial"].tolist() == [0, 1, 2]
     assert rows["lr"].tolist()[:2] == [0.02, 0.01] and rows["state"].tolist() == ["complete", "pruned", "failed"]
     assert rows["objective"].tolist()[:2] == [0.7, 0.5] and "loss became nan" in rows.loc[2, "note"]
-
-
-# ------------------------------------------------------------------------------------------------ statistics
-def _two_methods(correct_a: dict, correct_b: dict, n: int) -> RunData:
-    """A RunData of methods a and b whose per-seed correctness on n rows is given (label 1 everywhere)."""
-    rows = [{"name": name, "method": name, "seed": s, "test_set": "held-out split", "row_id": i, "label": 1,
-             "prediction": int(c[i])}
-            for name, by_seed in (("a", correct_a), ("b", correct_b)) for s, c in by_seed.items() for i in range(n)]
-    results = pd.DataFrame([{"name": m, "method": m, "seed": s} for m in "ab" for s in correct_a])
-    return RunData(results=results, epochs=pd.DataFrame(), metrics=pd.DataFrame(), predictions=pd.DataFrame(rows),
-                   names=["a", "b"])
-
-
-def test_holm_matches_statsmodels():
-    multipletests = pytest.importorskip("statsmodels.stats.multitest").multipletests
-    rng = np.random.default_rng(0)
-    for p in (rng.uniform(0, 0.2, 7), np.array([0.01, 0.04, 0.04, 0.03, 0.5]), np.array([0.3])):
-        assert rstats.holm(p) == pytest.approx(multipletests(p, method="holm")[1], abs=1e-12)
-
-
-def test_identical_seeds_are_one_seed_of_evidence_not_three():
-    rng = np.random.default_rng(1)
-    n = 150
-    a, b = rng.random(n) < 0.80, rng.random(n) < 0.70
-    one = rstats.compute_stats(_two_methods({0: a}, {0: b}, n), rstats.StatsConfig(n_boot=500))
-    three = rstats.compute_stats(_two_methods({0: a, 1: a, 2: a}, {0: b, 1: b, 2: b}, n),
-                                 rstats.StatsConfig(n_boot=500))
-    (row,) = three["seed_pairs"].to_dict("records")
-    d = a.astype(float) - b  # by hand: one-sample t on the per-row differences, rows as the unit
-    t = d.mean() / (d.std(ddof=1) / np.sqrt(n))
-    assert row["rows_p"] == pytest.approx(2 * sps.t.sf(abs(t), n - 1), rel=1e-9)
-    assert row["p_holm"] == row["rows_p"]  # one pair: nothing to correct
-    pooled = rstats.mcnemar_exact(np.tile(a, 3), np.tile(b, 3))[2]
-    assert pooled < row["rows_p"] / 10, "pooling seeds would have inflated the evidence"
-    single = one["pairs"].iloc[0]
-    assert (row["ci_lo"], row["ci_hi"]) == pytest.approx((single["ci_lo"], single["ci_hi"]))
-
-
-def test_seed_bootstrap_resamples_rows_and_seeds_and_widens_for_seed_noise():
-    rng = np.random.default_rng(2)
-    diff = rng.choice([-1.0, 0.0, 1.0], size=(9, 3)) + np.array([0.0, 0.5, -0.5])
-    d, lo, hi = rstats.bootstrap_diff_ci(diff, n_boot=40, seed=3, level=0.9)
-    rows = np.random.default_rng(3).integers(0, 9, size=(40, 9))  # the same draws, as a plain loop
-    seeds = np.random.default_rng([3, 1]).integers(0, 3, size=(40, 3))
-    stats = [diff[r][:, s].mean() for r, s in zip(rows, seeds)]
-    assert (d, lo, hi) == pytest.approx((diff.mean(), *np.percentile(stats, [5, 95])))
-    shifted = np.tile(rng.choice([0.0, 1.0], size=(300, 1)), 3) + np.array([-0.3, 0.0, 0.3])
-    _, lo2, hi2 = rstats.bootstrap_diff_ci(shifted, n_boot=300)
-    _, lo1, hi1 = rstats.bootstrap_diff_ci(shifted.mean(axis=1), n_boot=300)
-    assert hi2 - lo2 > 1.5 * (hi1 - lo1), "seed-to-seed differences must widen the interval"
-
-
-def test_pairwise_verdicts_are_holm_corrected_per_test_set():
-    multipletests = pytest.importorskip("statsmodels.stats.multitest").multipletests
-    rng = np.random.default_rng(3)
-    n = 120
-    data = _two_methods({0: rng.random(n) < 0.8, 1: rng.random(n) < 0.8},
-                        {0: rng.random(n) < 0.7, 1: rng.random(n) < 0.72}, n)
-    extra = data.predictions[data.predictions["name"] == "b"].assign(
-        name="c", method="c", prediction=(rng.random(2 * n) < 0.75).astype(int))
-    data.predictions = pd.concat([data.predictions, extra], ignore_index=True)
-    data.results = pd.concat([data.results, data.results.assign(name="c", method="c").iloc[:2]])
-    data.names = ["a", "b", "c"]
-    sp = rstats.compute_stats(data, rstats.StatsConfig(n_boot=200))["seed_pairs"]
-    assert len(sp) == 3
-    assert sp["p_holm"].tolist() == pytest.approx(multipletests(sp["rows_p"], method="holm")[1].tolist())
-    assert all("over 3 pairs" in v for v in sp["verdict"])
-
-
-def test_runs_with_different_data_or_budgets_are_not_compared_pairwise():
-    rng = np.random.default_rng(4)
-    data = _two_methods({0: rng.random(80) < 0.8}, {0: rng.random(80) < 0.7}, 80)
-    data.predictions["run"] = data.predictions["name"].map({"a": "quick", "b": "tuned"})
-    setup = {"data": {"train_size": 4000, "split_seed": 0}, "train": {"epochs": 2}}
-    data.manifests = {"quick": {"config": setup}, "tuned": {"config": {**setup, "data": {"train_size": 1500,
-                                                                                          "split_seed": 0}}}}
-    assert rstats.compute_stats(data, rstats.StatsConfig(n_boot=50))["pairs"].empty
-    assert any("different data or budgets (train_size 4000 vs 1500)" in n for n in data.notes)
-    data.manifests["tuned"] = {"config": {**setup, "method": {"method_lr": {"a": 1e-3}}}}  # lr may differ
-    assert len(rstats.compute_stats(data, rstats.StatsConfig(n_boot=50))["pairs"]) == 1
-
-
-# ------------------------------------------------------------------------------------------------ recommendation
-COSTS = pd.DataFrame({
-    "accuracy": [0.70, 0.880, 0.895, 0.900], "trainable_params": [1e3, 1e5, 1e6, 1e8],
-    "trainable_pct": [0.001, 0.1, 1.0, 100.0], "peak_memory_mb": [500, 600, 700, 2500],
-    "runtime_sec": [60, 120, 180, 900], "saved_size_mb": [0.01, 0.4, 4.0, 400.0],
-}, index=["head", "bitfit", "lora", "full"])
-PAIRS = pd.DataFrame([  # a − b in points; full vs bitfit stored the other way round on purpose
-    {"a": "head", "b": "full", "diff_points": -20.0, "ci_lo": -23.0, "ci_hi": -17.0, "p_holm": 1e-9},
-    {"a": "full", "b": "bitfit", "diff_points": 2.0, "ci_lo": -0.5, "ci_hi": 4.5, "p_holm": 0.09},
-    {"a": "lora", "b": "full", "diff_points": -0.5, "ci_lo": -2.0, "ci_hi": 1.0, "p_holm": 0.6},
-    {"a": "head", "b": "bitfit", "diff_points": -18.0, "ci_lo": -21.0, "ci_hi": -15.0, "p_holm": 1e-9},
-])
-
-
-def test_recommendation_is_the_cheapest_method_not_significantly_worse_than_the_best():
-    text = recommend(COSTS, PAIRS)
-    assert text.startswith("Use BitFit: it is not significantly worse than the best (Full FT, -2.0 points, "
-                           "95 % CI [-4.5, 0.5]")
-    assert "0.1 % of the parameters" in text
-    significant_gap = PAIRS.assign(p_holm=[1e-9, 0.001, 0.6, 1e-9], ci_lo=[-23, 0.5, -2, -21])
-    assert recommend(COSTS, significant_gap).startswith("Use LoRA:")
-    budget = Budget(max_trainable_params=1e5, max_peak_memory_mb=1000)
-    assert recommend(COSTS, PAIRS, budget).startswith("Use BitFit: it is the most accurate method within the budget")
-    assert recommend(COSTS, PAIRS, Budget(max_train_minutes=0.5)).startswith("No method fits the budget")
-    cheapest_best = recommend(COSTS.assign(accuracy=[0.95, 0.88, 0.895, 0.9]), PAIRS)
-    assert cheapest_best.startswith("Use Head-only: it is the most accurate method (95.0 % test accuracy) and no "
-                                    "method trains fewer parameters")
-
-
-def test_expected_best_of_n_matches_enumeration_and_pareto_front():
-    values = np.array([0.6, 0.7, 0.7, 0.9])
-    for n in (1, 2, 3):
-        draws = itertools.product(values, repeat=n)
-        assert expected_max(values, n) == pytest.approx(np.mean([max(d) for d in draws]))
-    trials = pd.DataFrame({"method": ["lora"] * 4 + ["head"], "state": ["complete", "pruned", "failed",
-                           "complete", "complete"], "best_val_accuracy": [0.8, 0.6, None, 0.7, 0.5]})
-    curves = expected_max_curves(trials).set_index(["method", "trials"])["expected_best_val_accuracy"]
-    assert curves[("lora", 1)] == pytest.approx(0.7) and curves[("lora", 3)] == pytest.approx(
-        expected_max(np.array([0.8, 0.6, 0.7]), 3))
-    assert pareto_front(COSTS, "trainable_params") == ["head", "bitfit", "lora", "full"]
-    assert pareto_front(COSTS.assign(accuracy=[0.7, 0.9, 0.89, 0.9]), "trainable_params") == ["head", "bitfit"]

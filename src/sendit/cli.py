@@ -132,7 +132,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from sendit.report import main_report
 
-    return main_report(args.run_dirs, args.out)
+    return main_report(args.run_dirs, args.out, args.margin)
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -282,6 +282,8 @@ def _add_data_commands(sub) -> None:
     p = sub.add_parser("report", help="figures, tables, statistics and index.html from run folders")
     p.add_argument("run_dirs", nargs="+", help="run folders (or folders with the study's CSV files)")
     p.add_argument("--out", metavar="DIR", help="report folder (default: FIRST_RUN_DIR/report)")
+    p.add_argument("--margin", type=float, metavar="POINTS", help="non-inferiority margin of the recommendation, in "
+                   "accuracy points (default: the sweep's tune.margin, else 1)")
     p.set_defaults(func=cmd_report)
 
     from sendit import bench

@@ -221,7 +221,7 @@ def _distill_into(run_dir: Path, cfg: RunConfig, d: DistillConfig, teacher: Path
     if report and ctx.main():
         from sendit.report import build_report
 
-        log(f"report: {Path(build_report([run_dir])) / 'index.html'}")
+        log(f"report: {Path(build_report([run_dir], log=log)) / 'index.html'}")
     return run_dir
 
 

@@ -33,7 +33,10 @@ from sendit.config import ConfigError, RunConfig, from_dict
 from sendit.engine import TrainingError
 from sendit.methods import get_method, method_info
 from sendit.models import check_model
-from sendit.run_folder import clear_run_folder, read_manifest, start_manifest, update_manifest, writing
+from sendit.run_folder import (
+    EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS, append_rows, clear_run_folder, read_manifest, start_manifest,
+    update_manifest, writing,
+)
 from sendit.tune_config import TuneConfig, tune_config
 from sendit.tune_trials import (
     NOT_COUNTED, Budget, TrialFailed, apply_params, check_space_values, counted, default_params, mark_interrupted,
@@ -59,6 +62,11 @@ def tune(cfg: RunConfig, tcfg: TuneConfig, resume: bool = False, overwrite: bool
         check_ray(tcfg)
     for name in tcfg.space:
         get_method(name)  # a typo in tune.space fails before any work
+    if tcfg.trial_seed_for(cfg.seed_list()) in cfg.seed_list():
+        raise ConfigError(f"--trial-seed {tcfg.trial_seed} is also a confirmation seed (--seeds "
+                          f"{','.join(map(str, cfg.seed_list()))}): the run that won the search would be retrained as "
+                          f"evidence for itself. Pick a trial seed outside the seeds, or leave it out (default: one "
+                          f"past the largest seed).")
     spaces = {name: method_space(name, tcfg.space.get(name)) for name in cfg.method.methods}
     for name, space in spaces.items():
         check_space_values(cfg, name, space)
@@ -88,16 +96,16 @@ def _tune(cfg: RunConfig, tcfg: TuneConfig, spaces: dict, run_dir: Path, splits,
     else:
         trials = search_optuna(ctx, tcfg, spaces, resume)
 
-    tuned = best_configurations(cfg, trials, log)
+    tuned = best_configurations(cfg, tcfg, trials, log)
     update_manifest(run_dir, tuned=tuned, search_finished=datetime.now().isoformat(timespec="seconds"))
-    confirm(ctx, tcfg, tuned, log)
+    confirm(ctx, tcfg, tuned, spaces, log)
     wall = time.perf_counter() - t0 + manifest.get("wall_time_sec", 0.0)
     update_manifest(run_dir, finished=datetime.now().isoformat(timespec="seconds"), wall_time_sec=wall)
     ctx.accelerator.end_trackers()
     if report:
         from sendit.report import build_report
 
-        log(f"report: {Path(build_report([run_dir])) / 'index.html'}")
+        log(f"report: {Path(build_report([run_dir], log=log)) / 'index.html'}")
     log(f"results: {run_dir.resolve()}  ({wall:.0f} s)")
     return run_dir
 
@@ -105,11 +113,13 @@ def _tune(cfg: RunConfig, tcfg: TuneConfig, spaces: dict, run_dir: Path, splits,
 def budget_text(ctx: Context, tcfg: TuneConfig) -> str:
     """The budget every method gets, printed before any trial runs."""
     cfg, sizes = ctx.cfg, ctx.splits.summary()["split_sizes"]
-    cap = f", at most {tcfg.time_cap_minutes:g} min of trial time" if tcfg.time_cap_minutes else ""
+    cap = (f" (a safety net of {tcfg.time_cap_minutes:g} min of trial time; a method it stops is flagged)"
+           if tcfg.time_cap_minutes else "")
     pruner = {"median": f"median pruner after each epoch (from trial {tcfg.prune_after_trials} on)",
               "halving": "successive halving after each epoch", "none": "no pruning"}[tcfg.pruner]
     return (f"budget per method: {tcfg.trials} trials{cap}; each trial up to {cfg.train.epochs} epochs on the same "
-            f"{sizes.get('train')} training rows (seed {cfg.seed_list()[0]}), scored on validation macro-F1 "
+            f"{sizes.get('train')} training rows (training seed {tcfg.trial_seed_for(cfg.seed_list())}, apart from "
+            f"the confirmation seeds), scored on validation macro-F1 "
             f"({sizes.get('val')} rows); {pruner}; TPE seed {tcfg.search_seed}. The test sets are untouched until "
             f"the best configurations are retrained with seeds {', '.join(map(str, cfg.seed_list()))}. "
             f"Methods: {', '.join(cfg.method.methods)}.")
@@ -162,7 +172,7 @@ def search(ctx: Context, tcfg: TuneConfig, studies: dict[str, optuna.Study], spa
            worker: int = 0) -> None:
     """Run trials method after method until each method's budget is spent (by this and any other worker)."""
     budget = Budget(tcfg.trials, tcfg.budget_seconds)
-    seed = ctx.cfg.seed_list()[0]
+    seed = tcfg.trial_seed_for(ctx.cfg.seed_list())  # never a confirmation seed: selection stays out of the evidence
     features: dict | None = {} if tcfg.head_features else None  # head-only features, computed once per process
     for name, study in studies.items():
         while _budget_left(study, budget):
@@ -193,8 +203,9 @@ def _budget_left(study: optuna.Study, budget: Budget) -> bool:
     return len(started) < budget.trials
 
 
-def best_configurations(cfg: RunConfig, trials: pd.DataFrame, log: Callable[[str], None]) -> dict:
-    """Per method: the finished trial with the best validation F1 (earliest on a tie) and its parameters."""
+def best_configurations(cfg: RunConfig, tcfg: TuneConfig, trials: pd.DataFrame, log: Callable[[str], None]) -> dict:
+    """Per method: the finished trial with the best validation F1 (earliest on a tie) and its parameters; a method
+    whose search the time cap stopped before its trial budget is flagged `cut_short`."""
     tuned = {}
     for name in cfg.method.methods:
         mine = trials[trials["method"] == name]
@@ -205,36 +216,57 @@ def best_configurations(cfg: RunConfig, trials: pd.DataFrame, log: Callable[[str
         best = done.iloc[0]
         params = json.loads(best["params"])
         lr = method_lr(apply_params(cfg, name, params), name)
-        used = ~mine["note"].fillna("").astype(str).str.split(":").str[0].isin(NOT_COUNTED)
+        used = int((~mine["note"].fillna("").astype(str).str.split(":").str[0].isin(NOT_COUNTED)).sum())
+        capped = mine["note"].fillna("").astype(str).str.startswith("time cap").any()
         tuned[name] = {"trial": int(best["trial"]), "val_f1": float(best["objective"]), "params": params, "lr": lr,
-                       "default_lr": method_lr(cfg, name), "trials": int(used.sum())}
+                       "default_lr": method_lr(cfg, name), "trials": used,
+                       "cut_short": (f"time cap after {used} of {tcfg.trials} trials"
+                                     if used < tcfg.trials or capped else None)}
         log(f"{name}: best trial {tuned[name]['trial']}, validation F1 {best['objective']:.4f}, lr {lr:.3g} "
-            f"(default {tuned[name]['default_lr']:.3g})")
+            f"(default {tuned[name]['default_lr']:.3g})" + (f"; CUT SHORT: {tuned[name]['cut_short']}"
+                                                            if tuned[name]["cut_short"] else ""))
     return tuned
 
 
-def confirm(ctx: Context, tcfg: TuneConfig, tuned: dict, log: Callable[[str], None]) -> None:
+def confirm(ctx: Context, tcfg: TuneConfig, tuned: dict, spaces: dict, log: Callable[[str], None]) -> None:
     """Retrain each method's best configuration (and, with --defaults, its default one) with every seed on the
-    training split; test on the held-out split and the hand-labelled file; the CSV files of `sendit run`."""
+    training split; test on the held-out split and the hand-labelled file; the CSV files of `sendit run`. Trained
+    as the trials were (head-only on features when they were); a default arm whose configuration is the tuned one
+    reuses the tuned runs instead of retraining them."""
     status = read_manifest(ctx.run_dir).get("status", {})
     jobs = [(name, name, apply_params(ctx.cfg, name, t["params"])) for name, t in tuned.items()]
     if tcfg.defaults:
         jobs += [(name, f"{name}-default", ctx.cfg) for name in tuned]
+    features: dict | None = {} if tcfg.head_features else None
     for seed in ctx.cfg.seed_list():
         for name, label, cfg in jobs:
             key = f"{label}/seed{seed}"
             if status.get(key) == "done":
                 log(f"{key}: already done, skipped")
                 continue
+            same = label != name and tuned[name]["params"] == default_params(ctx.cfg, name, spaces[name])
             extra = {"tuned_trial": tuned[name]["trial"] if label == name else None, "load_avg_1m_before":
                      os.getloadavg()[0], "torch_threads": torch.get_num_threads()}
             try:
-                train_method(_with_config(ctx, cfg), name, seed, label=label, extra_results=extra)
+                if same and status.get(f"{name}/seed{seed}") == "done":
+                    reuse_runs(ctx.run_dir, name, label, seed)
+                    log(f"{key}: the tuned configuration is the default one: {name}/seed{seed} reused, not retrained")
+                else:
+                    train_method(_with_config(ctx, cfg), name, seed, label=label, extra_results=extra,
+                                 features=features)
                 status[key] = "done"
             except TrainingError as e:
                 status[key] = f"failed: {e}"
                 log(f"{key} FAILED: {e}\nThe other methods go on.")
             update_manifest(ctx.run_dir, status=status)
+
+
+def reuse_runs(run_dir: Path, name: str, label: str, seed: int) -> None:
+    """`label`'s rows of one seed are `name`'s (the same configuration, trained once), marked `same_as`."""
+    for template in (RESULTS, EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS):
+        rows = pd.read_csv(run_dir / template.format(method=name), keep_default_na=False, na_values=[""])
+        rows = rows[rows["seed"] == seed].assign(method=label, same_as=name)
+        append_rows(run_dir, template, label, rows.to_dict("records"), replace_seed=seed)
 
 
 def _with_config(ctx: Context, cfg: RunConfig) -> Context:

@@ -20,8 +20,8 @@ BACKENDS = ("optuna", "ray")
 class TuneConfig:
     trials: int = _f(12, "trials per method; finished, pruned and failed trials all count")
     time_cap_minutes: float | None = _f(
-        None, "trial time per method, summed over its trials; the trial running when it is reached stops after "
-        "its current epoch (pruned)")
+        None, "a safety net, not a budget: trial time per method, summed over its trials; when reached, the running "
+        "trial stops after its current epoch (pruned) and the method is flagged as cut short in the verdict")
     pruner: str = _f("median", "stop bad trials after an epoch: 'median' (Optuna MedianPruner), 'halving' "
                      "(successive halving) or 'none'")
     prune_after_trials: int = _f(3, "trials of a method that always finish before the median pruner may prune")
@@ -30,9 +30,13 @@ class TuneConfig:
                                    "configuration is never worse on validation than the default")
     defaults: bool = _f(False, "also retrain each method's default configuration (<method>-default) with every "
                         "seed, to show what tuning changed")
-    head_features: bool = _f(True, "head-only trials train the head on the frozen model's features, computed "
-                             "once per split (in eval mode: no dropout in the frozen part); false runs every "
-                             "epoch of every trial through the whole model, as sendit run trains")
+    head_features: bool = _f(True, "head-only trials and confirmation runs train the head on the frozen model's "
+                             "features, computed once per split and seed (in eval mode: no dropout in the frozen "
+                             "part, a linear probe); false trains both through the whole model, as sendit run does")
+    trial_seed: int | None = _f(None, "training seed of every search trial; default: one more than the largest "
+                                "confirmation seed, so that no confirmation run repeats the run that won the search")
+    margin: float = _f(1.0, "non-inferiority margin of the recommendation, in accuracy points: a cheaper method is "
+                       "recommended only if its lower bound against the best is above -margin")
     workers: int = _f(1, "processes that share the study on this machine (each takes its share of the threads)")
     storage: str | None = _f(None, "Optuna RDB URL (postgresql://..., mysql://...) shared by workers anywhere; "
                              "default: the run folder's journal file")
@@ -52,6 +56,7 @@ class TuneConfig:
             (self.pruner in PRUNERS, f"--pruner must be one of {', '.join(PRUNERS)} (got {self.pruner})"),
             (self.prune_after_trials >= 0, f"--prune-after-trials must be >= 0 (got {self.prune_after_trials})"),
             (self.workers >= 1, f"--workers must be at least 1 (got {self.workers})"),
+            (self.margin >= 0, f"--margin must be >= 0 accuracy points (got {self.margin})"),
             (self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)} (got {self.backend})"),
             (isinstance(self.space, dict) and all(isinstance(v, dict) for v in self.space.values()),
              f"tune.space must map methods to parameter ranges, e.g. {{lora: {{lr: {{low: 1e-4, high: 1e-2, "
@@ -60,6 +65,10 @@ class TuneConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+
+    def trial_seed_for(self, seeds: list[int]) -> int:
+        """The trials' training seed: `trial_seed`, else one past the confirmation seeds."""
+        return self.trial_seed if self.trial_seed is not None else max(seeds) + 1
 
     @property
     def budget_seconds(self) -> float | None:

@@ -260,7 +260,7 @@ def _run(cfg: RunConfig, run_dir: Path, splits: Splits, report: bool, log: Calla
     if report and ctx.main():
         from sendit.report import build_report
 
-        out = build_report([run_dir])
+        out = build_report([run_dir], log=log)
         log(f"report: {Path(out) / 'index.html'}")
     log(f"results: {run_dir.resolve()}  ({wall:.0f} s)")
     return run_dir
@@ -275,8 +275,11 @@ def train_method(
     label: str | None = None,
     extra_results: dict | None = None,
     base_model: str | None = None,
+    features: dict | None = None,
 ) -> dict:
-    """One method, one seed: prepare -> fit -> save -> test, then the four CSV files. Returns the results row."""
+    """One method, one seed: prepare -> fit -> save -> test, then the four CSV files. Returns the results row.
+    `features` (a cache, from `sendit tune`): a head-only method trains on the frozen model's features, as its
+    trials did (features.py); the head trained is the model's own, so saving and testing are unchanged."""
     cfg, acc = ctx.cfg, ctx.accelerator
     label = check_label(label or name)
     method = get_method(name)
@@ -293,9 +296,17 @@ def train_method(
     folder = ctx.run_dir / model_folder_name(label, seed, cfg.seed_list()[0])
     info = {"max_length": cfg.data.max_length, "normalize": cfg.data.normalize, "seed": seed, "lr": lr,
             "method_config": vars(cfg.method), **(extra_results or {})}
+    trained, feature_sec, t0 = model, 0.0, time.perf_counter()
+    if features is not None and getattr(method, "frozen_features", False):
+        from sendit.features import feature_model
+
+        trained = feature_model(model, [ctx.encoded["train"], ctx.encoded["val"]], ctx.precision, features,
+                                key=(cfg.model.model, seed, ctx.precision)) or model
+        feature_sec = time.perf_counter() - t0
     try:
-        result = fit(model, ctx.encoded["train"], ctx.encoded["val"], cfg.train, lr, acc, seed,
-                     loss_fn=loss_fn, checkpoint_dir=checkpoint, log=ctx.log, desc=label)
+        result = fit(trained, ctx.encoded["train"], ctx.encoded["val"], cfg.train, lr, acc, seed, loss_fn=loss_fn,
+                     checkpoint_dir=checkpoint, log=ctx.log, desc=label)
+        result.runtime_sec += feature_sec  # the features are part of what this training cost
     except TrainingError as e:
         if e.result is None or not ctx.main():
             raise

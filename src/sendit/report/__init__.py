@@ -9,6 +9,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 import numpy as np
@@ -16,11 +17,11 @@ import pandas as pd
 
 from sendit.report.figures import build_figures
 from sendit.report.files import atomic_write_text
-from sendit.report.html import Page, render_html, render_markdown
+from sendit.report.html import Page, console_lines, render_html, render_markdown
 from sendit.report.style import RC
 from sendit.report.load import RunData, load_runs
 from sendit.report.recommend import build_recommendation, expected_max_figure
-from sendit.report.stats import ACROSS_SEEDS_METHOD, HOLM_METHOD, StatsConfig, compute_stats
+from sendit.report.stats import ACROSS_SEEDS_METHOD, HOLM_METHOD, ONE_SEED_METHOD, StatsConfig, compute_stats
 from sendit.report.tables import build_tables, write_table
 
 __all__ = ["RunData", "StatsConfig", "build_report", "load_runs", "main_report"]
@@ -39,6 +40,7 @@ def _jsonable(x: object) -> object:
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
+    df = df.drop(columns=["comparison"], errors="ignore")  # the Comparison objects: their numbers are columns
     return _jsonable(df.to_dict(orient="records")) if not df.empty else []
 
 
@@ -49,6 +51,8 @@ def build_report(
     n_boot: int = 2000,
     seed: int = 0,
     dpi: int = 300,
+    margin: float | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the report (index.html, report.md, stats.json, figures/, tables/) for run folders.
 
@@ -58,6 +62,8 @@ def build_report(
         n_boot: bootstrap resamples for every confidence interval.
         seed: seed of the bootstrap generator.
         dpi: resolution of the PNG figures.
+        margin: the recommendation's non-inferiority margin in accuracy points (default: the sweep's, else 1).
+        log: where the verdicts and the recommendation are also said (the console of run, tune and report).
 
     Returns:
         The report folder.
@@ -69,7 +75,7 @@ def build_report(
 
     cfg = StatsConfig(n_boot=n_boot, seed=seed)
     stats = compute_stats(data, cfg)
-    rec = build_recommendation(data, stats, run_dirs, cfg.alpha)
+    rec = build_recommendation(data, stats, run_dirs, cfg.alpha, margin=margin)
     tables = build_tables(data, stats) + rec.tables
     for t in tables:
         write_table(t, out / "tables")
@@ -87,6 +93,7 @@ def build_report(
             "alpha": cfg.alpha,
             "ci": "percentile bootstrap",
             "mcnemar": "exact (two-sided binomial), within one seed",
+            "one_seed": ONE_SEED_METHOD,
             "across_seeds": ACROSS_SEEDS_METHOD,
             "multiple_comparisons": HOLM_METHOD,
         },
@@ -101,13 +108,21 @@ def build_report(
     atomic_write_text(out / "stats.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(out / "report.md", render_markdown(page))
     atomic_write_text(out / "index.html", render_html(page))
+    if log is not None:
+        for line in console_lines(page):
+            log(line)
     return out
 
 
-def main_report(run_dirs: list[str], out: str | None = None) -> int:
-    """CLI entry for `sendit report RUN_DIR [RUN_DIR ...] [--out DIR]`: prints index.html's path."""
+def main_report(run_dirs: list[str], out: str | None = None, margin: float | None = None) -> int:
+    """CLI entry for `sendit report RUN_DIR [RUN_DIR ...] [--out DIR] [--margin POINTS]`: prints the verdicts, the
+    recommendation and index.html's path."""
+    if margin is not None and not (math.isfinite(margin) and margin >= 0):
+        print(f"sendit report: error: --margin must be a number of accuracy points >= 0 (got {margin}).",
+              file=sys.stderr)
+        return 2
     try:
-        folder = build_report(run_dirs, out)
+        folder = build_report(run_dirs, out, margin=margin, log=print)
     except (FileNotFoundError, ValueError) as e:
         print(f"sendit report: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

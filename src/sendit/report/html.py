@@ -15,7 +15,7 @@ import pandas as pd
 from sendit.report.figures import FigureFile
 from sendit.report.files import pretty
 from sendit.report.load import RunData
-from sendit.report.stats import ACROSS_SEEDS_METHOD, HOLM_METHOD, StatsConfig
+from sendit.report.stats import ACROSS_SEEDS_METHOD, HOLM_METHOD, ONE_SEED_METHOD, StatsConfig
 from sendit.report.tables import Table, to_markdown
 
 # Forbid scripts outright: even an escaping bug could then not run code.
@@ -90,21 +90,28 @@ def verdict_groups(page: Page) -> list[tuple[str, list[str]]]:
     sp, pairs = page.stats["seed_pairs"], page.stats["pairs"]
     if not sp.empty:
         for ts, g in sp.groupby("test_set", sort=False):
-            groups.append((f"Test set {ts}, across {g['seeds'].max()} seeds", list(g["verdict"])))
+            groups.append((f"Test set {ts}: the methods, across {g['seeds'].max()} seeds", list(g["verdict"])))
     if not pairs.empty:
         for (ts, seed), g in pairs.groupby(["test_set", "seed"], sort=False):
-            groups.append((f"Test set {ts}, seed {seed}", list(g["verdict"])))
+            groups.append((f"Test set {ts}: these trained models, seed {seed}", list(g["verdict"])))
     return groups
+
+
+def console_lines(page: Page) -> list[str]:
+    """What the console says after a report: each verdict group (what it is about in its heading) and the
+    recommendation; the per-seed verdicts only when there is no across-seed group."""
+    groups = verdict_groups(page)
+    if any("across" in head for head, _ in groups):
+        groups = [(h, v) for h, v in groups if "across" in h]
+    lines = [f"{head}:\n" + "\n".join(f"  - {v}" for v in vs) for head, vs in groups]
+    return lines + ([f"recommendation: {page.recommendation}"] if page.recommendation else [])
 
 
 def _method_text(cfg: StatsConfig, multi_seed: bool) -> str:
     text = (
-        f"Confidence intervals: percentile bootstrap, {cfg.n_boot} resamples of the test rows, "
-        f"seed {cfg.seed}, {int(cfg.level * 100)}% level. Pairs of methods are compared on the same "
-        "test rows (same seed, test set and row_id) with an exact McNemar test (two-sided binomial "
-        "test on the discordant pairs) and a paired bootstrap CI of the accuracy difference in points. "
-        f"A difference is called significant when the CI excludes 0 and the Holm-corrected p < {cfg.alpha}. "
-        + HOLM_METHOD
+        f"Confidence intervals: metric intervals are percentile bootstraps, {cfg.n_boot} resamples of the test "
+        f"rows, seed {cfg.seed}; differences are in accuracy points with {int(cfg.level * 100)}% t intervals, "
+        "and p comes from the same t statistic. " + ONE_SEED_METHOD + " " + HOLM_METHOD
     )
     return text + (" " + ACROSS_SEEDS_METHOD if multi_seed else "")
 

@@ -2,24 +2,33 @@
 how much tuning each method needed. Pure functions of run-folder files (results, metrics, `trials.csv`,
 run.json), like the rest of the report.
 
-The rule: among the methods within the budget, take the most accurate (mean test accuracy over seeds), then
-recommend the cheapest method (fewest trainable parameters) whose difference from it is not significant by the
-report's own comparison (Holm-corrected p >= alpha, or a CI that holds 0).
+The rule, a non-inferiority decision with an explicit margin δ (`--margin`, accuracy points):
+1. The best method within the budget is the one with the highest mean *validation* accuracy, so that it is not
+   chosen on the test rows it is then compared on (no winner's curse). `<method>-default` arms are reported
+   beside, never candidates.
+2. Each cheaper candidate (fewer trainable parameters) is compared with the best on the test rows: it is
+   non-inferior when the one-sided lower bound of (candidate − best) is above −δ. The bounds are simultaneous
+   over the cheaper candidates (Bonferroni: each at alpha / m), so the family is exactly the comparisons the
+   decision uses.
+3. The cheapest non-inferior candidate is recommended; if none, the best. A candidate the data cannot place
+   (its bound below −δ, its upper bound above) is named with what would decide it (more seeds or test rows).
+With one seed the comparisons are of trained models, and the sentence says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from sendit.config import HELDOUT_NAME as HELDOUT
 from sendit.report.figures import FigureFile
 from sendit.report.files import pretty
 from sendit.report.load import RunData
-from sendit.report.stats import significant
+from sendit.report.stats import DEFAULT_SUFFIX, MIN_SEEDS, Comparison
 from sendit.report.style import WIDTH, Styles, legend, new_figure, save_figure
 from sendit.report.tables import Table
 
@@ -65,10 +74,11 @@ def test_set_for(data: RunData) -> str | None:
 
 
 def method_costs(data: RunData, test_set: str) -> pd.DataFrame:
-    """Per method (report name): mean test accuracy over seeds and mean cost of a training run."""
+    """Per method (report name): mean test accuracy over seeds, mean validation accuracy (what selects the best)
+    and mean cost of a training run."""
     m = data.metrics[data.metrics["test_set"] == test_set]
     acc = m.groupby("name", sort=False)["accuracy"].agg(["mean", "count"])
-    cols = [c for c in [*COSTS, "trainable_pct"] if c in data.results.columns]
+    cols = [c for c in [*COSTS, "trainable_pct", "val_accuracy"] if c in data.results.columns]
     costs = data.results.groupby("name", sort=False)[cols].mean(numeric_only=True)
     out = acc.rename(columns={"mean": "accuracy", "count": "seeds"}).join(costs, how="left")
     return out.loc[[n for n in data.names if n in out.index]]
@@ -86,49 +96,111 @@ def pareto_front(costs: pd.DataFrame, cost: str) -> list[str]:
     return front
 
 
-def comparison(pairs: pd.DataFrame, a: str, b: str) -> dict | None:
+def comparison(pairs: pd.DataFrame, a: str, b: str) -> Comparison | None:
     """The report's comparison of a and b as a − b (points), whichever order it was computed in."""
     if pairs.empty:
         return None
-    hit = pairs[(pairs["a"] == a) & (pairs["b"] == b)]
-    if len(hit):
-        r = hit.iloc[0]
-        return {"d": r["diff_points"], "lo": r["ci_lo"], "hi": r["ci_hi"], "p": r["p_holm"]}
-    hit = pairs[(pairs["a"] == b) & (pairs["b"] == a)]
-    if len(hit):
-        r = hit.iloc[0]
-        return {"d": -r["diff_points"], "lo": -r["ci_hi"], "hi": -r["ci_lo"], "p": r["p_holm"]}
+    for x, y, sign in ((a, b, 1), (b, a, -1)):
+        hit = pairs[(pairs["a"] == x) & (pairs["b"] == y)]
+        if len(hit):
+            c = hit.iloc[0]["comparison"]
+            return c if sign == 1 else replace(c, d=-c.d)
     return None
 
 
-def recommend(costs: pd.DataFrame, pairs: pd.DataFrame, budget: Budget = Budget(), alpha: float = 0.05) -> str:
-    """One sentence: the cheapest method within `budget` not significantly worse than the best within it."""
-    within = costs[[budget.allows(r) for _, r in costs.iterrows()]]
+@dataclass
+class Decision:
+    """A cheaper candidate against the best: the comparison and its simultaneous one-sided bounds."""
+
+    name: str
+    c: Comparison | None
+    lower: float = np.nan
+    upper: float = np.nan
+
+    def state(self, margin: float) -> str:
+        if self.c is None:
+            return "no comparison"
+        return "non-inferior" if self.lower > -margin else "inferior" if self.upper < -margin else "undecided"
+
+
+def recommend(costs: pd.DataFrame, pairs: pd.DataFrame, budget: Budget = Budget(), alpha: float = 0.05,
+              margin: float = 1.0, cut_short: dict[str, str] | None = None) -> str:
+    """The recommendation (module docstring): the cheapest method within `budget` whose accuracy is within
+    `margin` points of the best's, shown with simultaneous one-sided bounds; else the best, with what would decide."""
+    candidates = costs[~costs.index.str.endswith(DEFAULT_SUFFIX)]
+    within = candidates[[budget.allows(r) for _, r in candidates.iterrows()]]
     if within.empty:
-        cheapest = pretty(costs["trainable_params"].idxmin())
+        cheapest = pretty(candidates["trainable_params"].idxmin())
         return f"No method fits the budget ({budget.text()}): the cheapest, {cheapest}, needs more; raise the limits."
-    best = within["accuracy"].idxmax()
+    by_val = "val_accuracy" in within and within["val_accuracy"].notna().all()
+    best = within["val_accuracy" if by_val else "accuracy"].idxmax()
     scope = f" within the budget ({budget.text()})" if budget.text() else ""
-    for name in within.sort_values(["trainable_params", "accuracy"], ascending=[True, False]).index:
-        if name == best:
-            accuracy = 100 * within.loc[best, "accuracy"]
-            cheaper = (within["trainable_params"] < within.loc[best, "trainable_params"]).any()
-            why = ("every method that trains fewer parameters is significantly worse (or has no comparison with it)"
-                   if cheaper else "no method trains fewer parameters")
-            return (f"Use {pretty(best)}: it is the most accurate method{scope} ({accuracy:.1f} % test accuracy) "
-                    f"and {why}; it {_share(within.loc[best])}.")
-        c = comparison(pairs, name, best)
-        if c is not None and not significant(c["lo"], c["hi"], c["p"], alpha):
-            return (f"Use {pretty(name)}: it is not significantly worse than the best{scope} ({pretty(best)}, "
-                    f"{c['d']:+.1f} points, 95 % CI [{c['lo']:.1f}, {c['hi']:.1f}], Holm p = {c['p']:.2g}) and "
-                    f"{_share(within.loc[name])}.")
-    return ""  # unreachable: the loop reaches `best`
+    chosen = ("the highest validation accuracy" if by_val else "the highest test accuracy (no validation scores: "
+              "the comparisons with it are optimistic, as it was chosen on these rows)")
+    cheaper = within[within["trainable_params"] < within.loc[best, "trainable_params"]]
+    decisions = [_decide(n, comparison(pairs, n, best), alpha / max(len(cheaper), 1))
+                 for n in cheaper.sort_values(["trainable_params"]).index]
+    seeds = next((d.c.n_seeds for d in decisions if d.c is not None), int(within.loc[best, "seeds"]))
+    basis = (f"Based on one trained model per method (one seed; a recommendation about the methods needs at least "
+             f"{MIN_SEEDS} seeds): " if seeds < 2 else f"Across {seeds} seeds: ")
+    rule = (f"margin δ = {margin:g} accuracy points; one-sided {100 * (1 - alpha):.0f}% lower bounds of (method − "
+            f"best), simultaneous over the {len(decisions)} cheaper method{'s' * (len(decisions) != 1)} (Bonferroni)")
+    best_text = f"{pretty(best)} ({100 * within.loc[best, 'accuracy']:.1f} % test accuracy, {chosen}{scope})"
+    ok = [d for d in decisions if d.state(margin) == "non-inferior"]
+    if ok:
+        d = ok[0]
+        head = (f"Use {pretty(d.name)}: it is within the margin of the best, {best_text}: {pretty(d.name)} − "
+                f"{pretty(best)} = {d.c.d:+.1f} points, lower bound {d.lower:.1f} > −{margin:g}; it "
+                f"{_share(within.loc[d.name])}.")
+    elif not decisions:
+        head = f"Use {pretty(best)}: the best, {best_text}, and no method trains fewer parameters."
+    else:
+        head = f"Use {pretty(best)}: the best, {best_text}; no cheaper method is shown to be within the margin."
+    unsure = [_undecided(d, margin, alpha / max(len(cheaper), 1)) for d in decisions[: decisions.index(ok[0]) if ok
+                                                                                         else len(decisions)]
+              if d.state(margin) in ("undecided", "no comparison")]
+    worse = [pretty(d.name) for d in decisions if d.state(margin) == "inferior"]
+    tail = ([f"Worse than the best by more than the margin: {', '.join(worse)}."] if worse else []) + unsure
+    flags = [f"{pretty(n)}'s search was cut short ({why}): its tuned configuration had less search than the others'."
+             for n, why in (cut_short or {}).items() if n in within.index]
+    return " ".join([basis + head, *tail, *flags, f"({rule}.)"])
+
+
+def _decide(name: str, c: Comparison | None, alpha: float) -> Decision:
+    if c is None:
+        return Decision(name, None)
+    return Decision(name, c, c.lower(alpha), -replace(c, d=-c.d).lower(alpha))
+
+
+def _undecided(d: Decision, margin: float, alpha: float) -> str:
+    """Insufficient evidence for one cheaper method, and what would decide it."""
+    if d.c is None:
+        return f"Insufficient evidence for {pretty(d.name)}: no comparison with the best on the same test rows."
+    where = f"{pretty(d.name)} − best = {d.c.d:+.1f} points, bounds [{d.lower:.1f}, {d.upper:.1f}]"
+    if d.c.d <= -margin:
+        return (f"Insufficient evidence for {pretty(d.name)} ({where}): it is probably worse than the margin; more "
+                f"seeds or test rows would confirm it.")
+    gap = d.c.d + margin  # the bound clears −δ once t · se < gap
+    if d.c.n_seeds < 2:
+        need = f"train at least {MIN_SEEDS} seeds per method (--seeds 0,1,2) to know the seed-to-seed spread"
+    else:
+        seeds = next((s for s in range(d.c.n_seeds + 1, 201) if _t(alpha, s - 1) * d.c.se_with(n_seeds=s) < gap),
+                     None)
+        rows = next((n for n in (2 ** k * d.c.n_rows for k in range(1, 11))
+                     if _t(alpha, d.c.df) * d.c.se_with(n_rows=n) < gap), None)
+        options = ([f"about {seeds} seeds" if seeds else ""] + [f"about {rows:,} test rows" if rows else ""])
+        need = " or ".join(o for o in options if o) or "far more seeds and test rows than this run has"
+    return f"Insufficient evidence for {pretty(d.name)} ({where}): {need} would decide it."
 
 
 def _share(row: pd.Series) -> str:
     if pd.notna(row.get("trainable_pct", np.nan)):
         return f"trains {row['trainable_pct']:.3g} % of the parameters"
     return f"trains {row['trainable_params']:,.0f} parameters"
+
+
+def _t(alpha: float, df: float) -> float:
+    return float(sps.t.ppf(1 - alpha, max(df, 1.0)))
 
 
 # ------------------------------------------------------------------------------------------------ tuning effort
@@ -141,15 +213,15 @@ def expected_max(values: np.ndarray, n: int) -> float:
 
 
 def expected_max_curves(trials: pd.DataFrame) -> pd.DataFrame:
-    """Expected best validation accuracy after 1..N trials, per method. Pruned trials count with the accuracy
-    they reached (a search pays for them too); failed trials have none."""
+    """Expected best validation macro-F1 (the selection metric) after 1..N trials, per method, over the trials that
+    could be selected: the finished ones (pruned and failed trials never become a method's configuration)."""
     rows = []
-    ok = trials[trials["state"].isin(["complete", "pruned"]) & trials["best_val_accuracy"].notna()]
+    ok = trials[(trials["state"] == "complete") & trials["objective"].notna()]
     for method, g in ok.groupby("method", sort=False):
         for n in range(1, len(g) + 1):
             rows.append({"method": method, "trials": n,
-                         "expected_best_val_accuracy": expected_max(g["best_val_accuracy"].to_numpy(), n)})
-    return pd.DataFrame(rows, columns=["method", "trials", "expected_best_val_accuracy"])
+                         "expected_best_val_f1": expected_max(g["objective"].to_numpy(float), n)})
+    return pd.DataFrame(rows, columns=["method", "trials", "expected_best_val_f1"])
 
 
 def load_trials(run_dirs: list[Path | str]) -> pd.DataFrame:
@@ -185,9 +257,10 @@ class Recommendation:
 
 
 def build_recommendation(data: RunData, stats: dict[str, pd.DataFrame], run_dirs: list[Path | str],
-                         alpha: float = 0.05, budget: Budget | None = None) -> Recommendation:
+                         alpha: float = 0.05, budget: Budget | None = None,
+                         margin: float | None = None) -> Recommendation:
     """The sentence, the Pareto table and the expected-best-of-n table for the report; load warnings become
-    notes."""
+    notes. `margin`: the non-inferiority margin in points (default: the sweep's `tune.margin`, else 1)."""
     trials = load_trials(run_dirs)
     for note in busy_notes(data, trials):
         data.note(note)
@@ -200,17 +273,40 @@ def build_recommendation(data: RunData, stats: dict[str, pd.DataFrame], run_dirs
                   "method that trains the fewest parameters).")
         return Recommendation("")
     pairs = stats["seed_pairs"] if data.multi_seed and not stats["seed_pairs"].empty else stats["pairs"]
-    pairs = pairs[pairs["test_set"] == ts] if not pairs.empty else pairs
-    sentence = recommend(costs.dropna(subset=["accuracy"]), pairs, budget or budget_from(data.manifests), alpha)
+    if not pairs.empty:
+        pairs = pairs[(pairs["test_set"] == ts) & (pairs["family"] == "methods")]
+        if "seed" in pairs:  # one seed: the first seed's trained models
+            pairs = pairs[pairs["seed"] == pairs["seed"].min()]
+    margin = margin if margin is not None else margin_from(data.manifests)
+    sentence = recommend(costs.dropna(subset=["accuracy"]), pairs, budget or budget_from(data.manifests), alpha,
+                         margin, cut_short_from(data.manifests))
     tables = [_pareto_table(costs)]
     curves = expected_max_curves(trials) if not trials.empty else pd.DataFrame()
     if not curves.empty:
-        shown = curves.pivot(index="trials", columns="method", values="expected_best_val_accuracy")
+        shown = curves.pivot(index="trials", columns="method", values="expected_best_val_f1")
         shown = shown.map(lambda v: "–" if pd.isna(v) else f"{v:.4f}").reset_index()
         shown.columns = ["Trials", *[pretty(c) for c in shown.columns[1:]]]
-        tables.append(Table("expected_best_of_n", "Expected best validation accuracy after n trials (Dodge et "
-                            "al., 2019)", curves, shown))
+        tables.append(Table("expected_best_of_n", "Expected best validation macro-F1 after n finished trials (Dodge "
+                            "et al., 2019)", curves, shown))
     return Recommendation(sentence, tables, curves)
+
+
+def margin_from(manifests: dict[str, dict], default: float = 1.0) -> float:
+    """The margin a sweep was run with (run.json `tune.margin`), else `default`."""
+    for m in manifests.values():
+        if (m.get("tune") or {}).get("margin") is not None:
+            return float(m["tune"]["margin"])
+    return default
+
+
+def cut_short_from(manifests: dict[str, dict]) -> dict[str, str]:
+    """Methods whose search a time cap stopped before its trial budget (run.json `tuned.<method>.cut_short`)."""
+    out = {}
+    for m in manifests.values():
+        for name, t in (m.get("tuned") or {}).items():
+            if isinstance(t, dict) and t.get("cut_short"):
+                out[name] = str(t["cut_short"])
+    return out
 
 
 def expected_max_figure(curves: pd.DataFrame, names: list[str], folder: Path, dpi: int) -> FigureFile:
@@ -218,12 +314,12 @@ def expected_max_figure(curves: pd.DataFrame, names: list[str], folder: Path, dp
     ax = fig.subplots()
     style = Styles(names)
     for method, g in curves.groupby("method", sort=False):
-        ax.plot(g["trials"], 100 * g["expected_best_val_accuracy"], label=pretty(method), **style(method))
-    ax.set_xlabel("trials")
-    ax.set_ylabel("expected best val. accuracy (%)")
+        ax.plot(g["trials"], 100 * g["expected_best_val_f1"], label=pretty(method), **style(method))
+    ax.set_xlabel("finished trials")
+    ax.set_ylabel("expected best val. macro-F1 (%)")
     legend(fig, [ax])
     png, pdf = save_figure(fig, folder, "expected_best_of_n", dpi)
-    return FigureFile("expected_best_of_n", "Expected best validation accuracy against the number of trials "
+    return FigureFile("expected_best_of_n", "Expected best validation macro-F1 against the number of finished trials "
                       "(Dodge et al., 2019): how much tuning each method needed", png, pdf)
 
 

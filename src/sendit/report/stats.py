@@ -1,13 +1,22 @@
-"""Bootstrap confidence intervals, paired tests with Holm's correction, and plain-language verdicts.
+"""Confidence intervals, paired comparisons with Holm's correction, and plain-language verdicts.
 
-Resampling draws `rng.integers(0, n, size=(n_boot, n))` from `np.random.default_rng(seed)` (in chunks,
-which yields the same stream), so every interval is reproducible from the seed alone. Intervals are
-percentile intervals. Differences are in accuracy points (percentage points).
+Two kinds of comparison, named for what they are about:
 
-Across seeds, the same test rows are scored once per seed, so they are not independent observations: pooling
-them (a McNemar test on discordant pairs summed over seeds) makes three identical seeds look three times as
-much evidence. Rows are the unit instead: each row's correctness is averaged over seeds, the test is on those
-per-row means, and the interval resamples rows and seeds together.
+- **These two trained models** (one seed). Each row's correctness difference d_i = A_i − B_i is compared on the
+  same test rows; the CI and p come from one t statistic on the row differences (so they never disagree), and
+  the exact McNemar p is shown beside. It says how these two trained models would do on more tweets like the test
+  rows, nothing about the next training run of either method.
+- **The methods** (S ≥ 2 seeds, the same test rows scored by every seed). Test rows and training seeds are both
+  random samples, crossed: d_is = μ + r_i + u_s + e_is. The variance of the mean difference is
+  σ_r²/n + σ_u²/S + σ_e²/(nS), estimated from the two-way ANOVA mean squares as
+  (max(MS_rows − MS_err, 0) + MS_seeds) / (nS), with Satterthwaite's degrees of freedom (Satterthwaite 1946;
+  the crossed-random-effects "language-as-fixed-effect" argument of Clark 1973). The seed part has S − 1 degrees
+  of freedom, so three seeds give a wide but honest interval. The calibration by simulation is in
+  tests/test_stats_calibration.py and docs/tuning.md.
+
+Metric intervals (accuracy, macro F1 of one trained model on one test set) are percentile bootstraps over rows:
+`rng.integers(0, n, size=(n_boot, n))` from `np.random.default_rng(seed)` (in chunks, which yields the same
+stream). Differences are in accuracy points (percentage points).
 """
 
 from __future__ import annotations
@@ -25,17 +34,29 @@ from sendit.report.load import RunData
 
 # Bound the (chunk, n) index matrix at ~4M entries (32 MB of int64) whatever the test-set size.
 _CHUNK_ELEMENTS = 4_000_000
+# Seeds per method before a verdict is about the methods: with 2 the seed part of the interval has 1 degree of
+# freedom (t = 12.7 at 95 %), with 3 it has 2 (t = 4.3); the calibration table in docs/tuning.md shows the power.
+MIN_SEEDS = 3
+# An arm named `<method>-default` (sendit tune --defaults) shows what tuning changed; it is compared with its own
+# tuned method in a family of its own and is never a recommendation candidate.
+DEFAULT_SUFFIX = "-default"
 
 ACROSS_SEEDS_METHOD = (
-    "Across seeds: the difference is the mean over seeds of the per-seed accuracy difference; its 95% CI "
-    "comes from a bootstrap that resamples test rows and seeds together; p is a two-sided paired t-test on "
-    "each row's correctness averaged over seeds (a test row counts once however many seeds scored it), "
-    "Holm-corrected over the pairs of each test set; the paired t-test over per-seed accuracies is shown too."
+    "Across seeds (a verdict about the methods): the difference is the mean over test rows and seeds; test rows "
+    "and training seeds are both treated as random samples (crossed random effects), so its standard error adds "
+    "the row part, estimated from the rows, and the seed-to-seed part, estimated from the S per-seed differences "
+    "with S − 1 degrees of freedom (two-way ANOVA variance components, Satterthwaite degrees of freedom). The CI "
+    "and p come from the same t statistic."
+)
+ONE_SEED_METHOD = (
+    "With one seed a comparison is about these two trained models: how they would do on more tweets like the test "
+    "rows (t on the paired row differences; exact McNemar p beside). It says nothing about the next training run "
+    f"of either method; a verdict about the methods needs at least {MIN_SEEDS} seeds per method (--seeds 0,1,2)."
 )
 HOLM_METHOD = (
-    "p-values are Holm-corrected for multiple comparisons over all pairs of methods in the same test set "
-    "(and seed); a difference is called significant only when the corrected p is below alpha and the CI "
-    "excludes 0."
+    "p-values are Holm-corrected within each family: the pairs of candidate methods in one test set (and seed); "
+    "a tuned method against its own default arm is a family of its own. A difference is called significant when "
+    "the corrected p is below alpha."
 )
 
 
@@ -44,13 +65,15 @@ class StatsConfig:
     """How intervals and tests are computed."""
 
     n_boot: int = 2000
-    """Bootstrap resamples."""
+    """Bootstrap resamples (metric intervals)."""
     seed: int = 0
     """Seed of the bootstrap generator."""
     level: float = 0.95
-    """Confidence level of the percentile intervals."""
+    """Confidence level of the intervals."""
     alpha: float = 0.05
-    """Significance level of the verdicts."""
+    """Significance level of the verdicts and the recommendation."""
+    margin: float = 1.0
+    """Non-inferiority margin of the recommendation, in accuracy points."""
 
 
 def _index_chunks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
@@ -115,36 +138,73 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, in
     return b, c, float(sps.binomtest(b, b + c, 0.5).pvalue)
 
 
-def bootstrap_diff_ci(
-    diff: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float, float]:
-    """Mean of `diff` (rows × seeds, or rows) with a percentile CI from resampling rows and, independently,
-    seeds (with one seed, rows only). A resample's statistic is the mean of diff[rows][:, seeds]."""
-    diff = np.asarray(diff, float)
-    diff = diff[:, None] if diff.ndim == 1 else diff
-    n_seeds = diff.shape[1]
-    seed_rng = np.random.default_rng([seed, 1])  # its own stream: the row draws match a rows-only bootstrap
-    means = []
-    for idx in _index_chunks(len(diff), n_boot, seed):
-        picks = seed_rng.integers(0, n_seeds, size=(len(idx), n_seeds))
-        weights = np.stack([np.bincount(p, minlength=n_seeds) for p in picks]) / n_seeds
-        by_row = weights @ diff.T  # (chunk, rows): each row's mean over the resampled seeds
-        means.append(np.take_along_axis(by_row, idx, axis=1).mean(axis=1))
-    lo, hi = _percentile(np.concatenate(means), level)
-    return float(diff.mean()), lo, hi
+@dataclass(frozen=True)
+class Comparison:
+    """A − B in accuracy points: the estimate, its standard error and t degrees of freedom, and the parts of its
+    variance (points²) that came from test rows and from training seeds."""
+
+    d: float
+    se: float
+    df: float
+    var_rows: float
+    var_seeds: float
+    n_rows: int
+    n_seeds: int
+
+    def p(self) -> float:
+        """Two-sided p of A − B = 0."""
+        if self.se == 0:
+            return 1.0 if self.d == 0 else 0.0
+        return float(2 * sps.t.sf(abs(self.d) / self.se, self.df))
+
+    def ci(self, level: float = 0.95) -> tuple[float, float]:
+        half = float(sps.t.ppf(0.5 + level / 2, self.df)) * self.se if self.se > 0 else 0.0
+        return self.d - half, self.d + half
+
+    def lower(self, alpha: float = 0.05) -> float:
+        """One-sided (1 − alpha) lower bound of A − B."""
+        return self.d - (float(sps.t.ppf(1 - alpha, self.df)) * self.se if self.se > 0 else 0.0)
+
+    def se_with(self, n_rows: int | None = None, n_seeds: int | None = None) -> float:
+        """Roughly the standard error with other row or seed counts (the seed part taken to shrink with seeds only,
+        which errs on the wide side for more rows)."""
+        n, s = n_rows or self.n_rows, n_seeds or self.n_seeds
+        return float(np.sqrt(self.var_rows * self.n_rows / n + self.var_seeds * self.n_seeds / s))
 
 
-def row_mean_ttest(diff: np.ndarray) -> float:
-    """Two-sided one-sample t-test that the mean of each row's difference, averaged over seeds, is 0.
+def compare(diff: np.ndarray) -> Comparison:
+    """A − B from `diff` (rows × seeds of correct_A − correct_B; a 1-D array is one seed), rows and seeds crossed.
 
-    Rows are the independent unit: a row scored by S seeds contributes one value, so S identical seeds give
-    the p-value of one seed."""
-    diff = np.asarray(diff, float)
-    per_row = diff.mean(axis=1) if diff.ndim == 2 else diff
-    if len(per_row) < 2 or per_row.std() == 0:
-        return 1.0 if not per_row.any() else 0.0
-    return float(sps.ttest_1samp(per_row, 0.0).pvalue)
-
+    One seed: the paired t on the row differences (df n − 1). Several seeds: Var(mean) = σ_r²/n + σ_u²/S +
+    σ_e²/(nS) = (MS_rows + MS_seeds − MS_err)/(nS) from the two-way ANOVA without replication, with the row
+    component floored at 0 (a negative variance estimate) and Satterthwaite's degrees of freedom. The seed part,
+    MS_seeds/(nS), is the variance of the S per-seed accuracy differences over S: it has S − 1 degrees of
+    freedom, whatever the number of rows."""
+    d = 100 * np.asarray(diff, float)
+    d = d[:, None] if d.ndim == 1 else d
+    n, s = d.shape
+    mean = float(d.mean())
+    if n < 2:
+        return Comparison(mean, 0.0, 1.0, 0.0, 0.0, n, s)
+    row_means = d.mean(axis=1)
+    ms_rows = s * float(np.sum((row_means - mean) ** 2)) / (n - 1)
+    if s == 1:
+        return Comparison(mean, float(np.sqrt(ms_rows / n)), n - 1.0, ms_rows / n, 0.0, n, 1)
+    seed_means = d.mean(axis=0)
+    ms_seeds = n * float(np.sum((seed_means - mean) ** 2)) / (s - 1)
+    resid = d - row_means[:, None] - seed_means[None, :] + mean
+    ms_err = float(np.sum(resid**2)) / ((n - 1) * (s - 1))
+    row_part = max(ms_rows - ms_err, 0.0)
+    var = (row_part + ms_seeds) / (n * s)
+    # Satterthwaite: var is a sum of c_k MS_k; its degrees of freedom are (Σ c_k MS_k)² / Σ (c_k MS_k)² / df_k.
+    # E[MS_seeds] >= σ_e², which MS_err estimates with many degrees of freedom: an MS_seeds below MS_err is chance,
+    # and taken at face value it would give the t many degrees of freedom just when the seed part is
+    # underestimated (simulated at 3 seeds: 9 % false positives; with the floor 6.5 %, docs/tuning.md).
+    seed_term = max(ms_seeds, ms_err)
+    terms = [(seed_term, s - 1)] + ([(ms_rows, n - 1), (-ms_err, (n - 1) * (s - 1))] if row_part > 0 else [])
+    denom = sum(m * m / k for m, k in terms)
+    df = (sum(m for m, _ in terms) ** 2 / denom) if denom > 0 else float(s - 1)
+    return Comparison(mean, float(np.sqrt(var)), float(df), row_part / (n * s), ms_seeds / (n * s), n, s)
 
 def holm(p: np.ndarray) -> np.ndarray:
     """Holm's step-down adjusted p-values (family-wise error control over the given tests)."""
@@ -165,23 +225,32 @@ def format_p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
-def significant(lo: float, hi: float, p: float, alpha: float = 0.05) -> bool:
-    """The report's one rule: the CI excludes 0 and the (corrected) p is below alpha."""
-    return bool((lo > 0 or hi < 0) and p < alpha)
+def significant(p: float, alpha: float = 0.05) -> bool:
+    """The report's one rule: the (corrected) p is below alpha. The CI comes from the same t statistic, so an
+    uncorrected significant difference always has a CI that excludes 0."""
+    return bool(p < alpha)
 
 
-def verdict(
-    a: str, b: str, d: float, lo: float, hi: float, p: float, alpha: float = 0.05, extra: str = "",
-    test: str = "McNemar p",
-) -> str:
-    """Plain-language verdict; `d`, `lo`, `hi` are A − B in points and `p` the (corrected) p-value of `test`.
-    The better method is named first."""
+def verdict(a: str, b: str, c: Comparison, p: float, alpha: float = 0.05, level: float = 0.95,
+            family: int = 1, mcnemar: float | None = None, seed: int | None = None) -> str:
+    """Plain language, the better one named first. With one seed (`c.n_seeds == 1`) the sentence is about these two
+    trained models; with several, about the methods."""
+    d, (lo, hi) = c.d, c.ci(level)
     if d < 0:
         a, b, d, lo, hi = b, a, -d, -hi, -lo
-    tail = f"95% CI [{lo:.1f}, {hi:.1f}], {test} = {format_p(p)}{extra}"
-    if significant(lo, hi, p, alpha):
-        return f"{a} beats {b} by {d:.1f} points, {tail}"
-    return f"No significant difference between {a} and {b} ({a} − {b} = {d:.1f} points, {tail})"
+    holm = f"p (Holm, {family} pairs)" if family > 1 else "p"
+    tail = f"{int(100 * level)}% CI [{lo:.1f}, {hi:.1f}], {holm} = {format_p(p)}"
+    if c.n_seeds == 1:
+        tail += f", McNemar p = {format_p(mcnemar)}" if mcnemar is not None else ""
+        who = f"these two trained models (seed {seed})" if seed is not None else "these two trained models"
+        if significant(p, alpha):
+            return (f"{a}'s trained model beats {b}'s by {d:.1f} points ({tail}); this is about {who}, not the "
+                    f"methods: a verdict about the methods needs at least {MIN_SEEDS} seeds")
+        return f"No significant difference between {who}, {a} and {b} ({a} − {b} = {d:.1f} points, {tail})"
+    tail += f"; {c.n_rows} test rows × {c.n_seeds} seeds"
+    if significant(p, alpha):
+        return f"{a} beats {b} by {d:.1f} points across seeds ({tail})"
+    return f"No significant difference between the methods {a} and {b} ({a} − {b} = {d:.1f} points, {tail})"
 
 
 def _correct_by_row(preds: pd.DataFrame) -> pd.DataFrame:
@@ -189,8 +258,20 @@ def _correct_by_row(preds: pd.DataFrame) -> pd.DataFrame:
     return out.drop_duplicates(["seed", "row_id"]).set_index(["seed", "row_id"])
 
 
+def family_of(a: str, b: str) -> str | None:
+    """Which Holm family a pair belongs to: 'methods' (candidates), 'tuning' (a method and its own default arm),
+    or None (a default arm against another method: not compared)."""
+    da, db = a.endswith(DEFAULT_SUFFIX), b.endswith(DEFAULT_SUFFIX)
+    if not da and not db:
+        return "methods"
+    if da != db and (a if da else b)[: -len(DEFAULT_SUFFIX)] == (b if da else a):
+        return "tuning"
+    return None
+
+
 def compute_stats(data: RunData, cfg: StatsConfig = StatsConfig()) -> dict[str, pd.DataFrame]:
-    """Metric CIs per (method, test set, seed) and pairwise comparisons within and across seeds."""
+    """Metric CIs per (method, test set, seed) and pairwise comparisons within each seed (these trained models) and
+    across seeds (the methods)."""
     preds = data.predictions
     empty = {"metric_ci": pd.DataFrame(), "pairs": pd.DataFrame(), "seed_pairs": pd.DataFrame()}
     needed = {"label", "prediction", "seed", "test_set", "row_id"}
@@ -216,19 +297,16 @@ def compute_stats(data: RunData, cfg: StatsConfig = StatsConfig()) -> dict[str, 
         by_label = {lab: _correct_by_row(g) for lab, g in g_ts.groupby("name")}
         labs = sorted(by_label, key=lambda lab: order.get(lab, len(order)))
         for a, b in combinations(labs, 2):
+            family = family_of(a, b)
+            if family is None:
+                continue
             differ = setup_differences(data.manifests, run_of.get(a), run_of.get(b))
             if differ:
                 data.note(f"{ts}: {a} and {b} were trained with different data or budgets ({differ}), so they "
                           "are not compared pairwise; their rows in the tables stand side by side.")
                 continue
-            joined = pd.merge(
-                by_label[a],
-                by_label[b],
-                how="inner",
-                left_index=True,
-                right_index=True,
-                suffixes=("_a", "_b"),
-            )
+            joined = pd.merge(by_label[a], by_label[b], how="inner", left_index=True, right_index=True,
+                              suffixes=("_a", "_b"))
             if joined.empty:
                 continue
             if (joined["label_true_a"] != joined["label_true_b"]).any():
@@ -239,30 +317,20 @@ def compute_stats(data: RunData, cfg: StatsConfig = StatsConfig()) -> dict[str, 
                 continue
             for seed, g in joined.groupby(level="seed"):
                 ca, cb = g["correct_a"].to_numpy(), g["correct_b"].to_numpy()
-                bb, cc, p = mcnemar_exact(ca, cb)
-                d, lo, hi = (100 * x for x in bootstrap_diff_ci(ca.astype(float) - cb, **levels))
-                pair_rows.append(
-                    {
-                        "test_set": ts,
-                        "seed": int(seed),
-                        "a": a,
-                        "b": b,
-                        "n": len(g),
-                        "acc_a": ca.mean(),
-                        "acc_b": cb.mean(),
-                        "diff_points": d,
-                        "ci_lo": lo,
-                        "ci_hi": hi,
-                        "b_only_a": bb,
-                        "c_only_b": cc,
-                        "mcnemar_p": p,
-                    }
-                )
+                bb, cc, p_mcnemar = mcnemar_exact(ca, cb)
+                c = compare(ca.astype(float) - cb)
+                lo, hi = c.ci(cfg.level)
+                pair_rows.append({
+                    "test_set": ts, "seed": int(seed), "family": family, "a": a, "b": b, "n": len(g),
+                    "acc_a": ca.mean(), "acc_b": cb.mean(), "diff_points": c.d, "ci_lo": lo, "ci_hi": hi,
+                    "se_points": c.se, "df": c.df, "p": c.p(), "b_only_a": bb, "c_only_b": cc,
+                    "mcnemar_p": p_mcnemar, "comparison": c,
+                })
             seeds = sorted(joined.index.get_level_values("seed").unique())
             if len(seeds) >= 2:
-                seed_rows.append(_across_seeds(ts, a, b, joined, seeds, cfg))
-    pairs = _corrected(pd.DataFrame(pair_rows), ["test_set", "seed"], "mcnemar_p", cfg, "McNemar p (Holm)")
-    seed_pairs = _corrected(pd.DataFrame(seed_rows), ["test_set"], "rows_p", cfg, "p (Holm)")
+                seed_rows.append(_across_seeds(ts, a, b, family, joined, seeds, cfg))
+    pairs = _corrected(pd.DataFrame(pair_rows), ["test_set", "seed", "family"], cfg)
+    seed_pairs = _corrected(pd.DataFrame(seed_rows), ["test_set", "family"], cfg)
     return {"metric_ci": pd.DataFrame(ci_rows), "pairs": pairs, "seed_pairs": seed_pairs}
 
 
@@ -288,52 +356,33 @@ def setup_differences(manifests: dict[str, dict], run_a: str | None, run_b: str 
     return ", ".join(diffs)
 
 
-def _corrected(
-    pairs: pd.DataFrame, family: list[str], p_col: str, cfg: StatsConfig, test: str
-) -> pd.DataFrame:
-    """Holm-adjust `p_col` within each family (the pairs of one test set, or of one test set and seed) and
-    write each pair's verdict from the adjusted p."""
+def _corrected(pairs: pd.DataFrame, family: list[str], cfg: StatsConfig) -> pd.DataFrame:
+    """Holm-adjust `p` within each family (the candidate pairs of one test set, or of one test set and seed; a
+    method against its default arm apart) and write each pair's verdict from the adjusted p. The `comparison`
+    column keeps each pair's Comparison for the recommendation (not written to stats.json)."""
     if pairs.empty:
         return pairs
     pairs = pairs.copy()
-    pairs["p_holm"] = pairs.groupby(family, sort=False)[p_col].transform(lambda p: holm(p.to_numpy()))
-    pairs["family_size"] = pairs.groupby(family, sort=False)[p_col].transform("size")
+    pairs["p_holm"] = pairs.groupby(family, sort=False)["p"].transform(lambda p: holm(p.to_numpy()))
+    pairs["family_size"] = pairs.groupby(family, sort=False)["p"].transform("size")
     pairs["verdict"] = [
-        verdict(pretty(r.a), pretty(r.b), r.diff_points, r.ci_lo, r.ci_hi, r.p_holm, cfg.alpha,
-                f" over {r.family_size} pair{'s' if r.family_size > 1 else ''}{getattr(r, 'extra', '')}", test)
+        verdict(pretty(r.a), pretty(r.b), r.comparison, r.p_holm, cfg.alpha, cfg.level, r.family_size,
+                getattr(r, "mcnemar_p", None), getattr(r, "seed", None))
         for r in pairs.itertuples()
     ]
-    return pairs.drop(columns=["extra"], errors="ignore")
+    return pairs
 
 
-def _across_seeds(
-    ts: str, a: str, b: str, joined: pd.DataFrame, seeds: list, cfg: StatsConfig
-) -> dict:
+def _across_seeds(ts: str, a: str, b: str, family: str, joined: pd.DataFrame, seeds: list,
+                  cfg: StatsConfig) -> dict:
     diff = (joined["correct_a"].astype(float) - joined["correct_b"]).unstack("seed").dropna()
-    d, lo, hi = (
-        100 * x for x in bootstrap_diff_ci(diff.to_numpy(), cfg.n_boot, cfg.seed, cfg.level)
-    )
+    c = compare(diff.to_numpy())
+    lo, hi = c.ci(cfg.level)
     acc = joined.groupby(level="seed")[["correct_a", "correct_b"]].mean()
-    delta = acc["correct_a"] - acc["correct_b"]
-    t_p = (
-        float(sps.ttest_rel(acc["correct_a"], acc["correct_b"]).pvalue)
-        if delta.std() > 0
-        else np.nan
-    )
-    if not np.isfinite(t_p) and len(delta) and (delta == 0).all():
-        t_p = 1.0
     return {
-        "test_set": ts,
-        "seeds": len(seeds),
-        "a": a,
-        "b": b,
-        "n_rows": len(diff),
-        "acc_a_mean": acc["correct_a"].mean(),
-        "acc_b_mean": acc["correct_b"].mean(),
-        "diff_points": d,
-        "ci_lo": lo,
-        "ci_hi": hi,
-        "rows_p": row_mean_ttest(diff.to_numpy()),
-        "ttest_p": t_p,
-        "extra": f"; test rows × {len(seeds)} seeds; paired t-test over seeds p = {format_p(t_p)}",
+        "test_set": ts, "seeds": len(seeds), "family": family, "a": a, "b": b, "n_rows": len(diff),
+        "acc_a_mean": acc["correct_a"].mean(), "acc_b_mean": acc["correct_b"].mean(), "diff_points": c.d,
+        "ci_lo": lo, "ci_hi": hi, "se_points": c.se, "df": c.df, "p": c.p(),
+        "seed_sd_points": float(100 * (acc["correct_a"] - acc["correct_b"]).std(ddof=1)),
+        "var_rows": c.var_rows, "var_seeds": c.var_seeds, "comparison": c,
     }

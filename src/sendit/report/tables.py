@@ -165,6 +165,7 @@ def ci_table(ci: pd.DataFrame, multi_seed: bool) -> Table | None:
 def pairs_table(pairs: pd.DataFrame, across_seeds: bool = False) -> Table | None:
     if pairs.empty:
         return None
+    pairs = pairs.drop(columns=["comparison"], errors="ignore")
     shown = pd.DataFrame({"Test set": pairs["test_set"]})
     shown["Seeds" if across_seeds else "Seed"] = pairs["seeds" if across_seeds else "seed"].astype(
         str
@@ -173,16 +174,18 @@ def pairs_table(pairs: pd.DataFrame, across_seeds: bool = False) -> Table | None
     shown["B"] = pairs["b"].map(pretty)
     shown["A − B (points)"] = pairs["diff_points"].map(lambda v: f"{v:.2f}")
     shown["95% CI"] = [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(pairs["ci_lo"], pairs["ci_hi"])]
-    if across_seeds:  # rows are the unit: correctness averaged over seeds, never pooled (report/stats.py)
-        shown["p (rows)"] = pairs["rows_p"].map(format_p)
-        shown["p (Holm)"] = pairs["p_holm"].map(format_p)
-        shown["Paired t-test p (seeds)"] = pairs["ttest_p"].map(format_p)
-        return Table("comparisons_across_seeds", "Pairwise comparisons across seeds (Holm-corrected)", pairs, shown)
+    shown["df"] = pairs["df"].map(lambda v: f"{v:.1f}")
+    shown["p"] = pairs["p"].map(format_p)
+    shown["p (Holm)"] = pairs["p_holm"].map(format_p)
+    if across_seeds:  # rows and seeds crossed (report/stats.py): a verdict about the methods
+        shown["Seed-to-seed sd of A − B"] = pairs["seed_sd_points"].map(lambda v: f"{v:.2f}")
+        return Table("comparisons_across_seeds", "Pairwise comparisons of the methods across seeds (test rows and "
+                     "seeds both random; Holm-corrected)", pairs, shown)
     shown["Only A right"] = pairs["b_only_a"].astype(str)
     shown["Only B right"] = pairs["c_only_b"].astype(str)
     shown["McNemar p"] = pairs["mcnemar_p"].map(format_p)
-    shown["McNemar p (Holm)"] = pairs["p_holm"].map(format_p)
-    return Table("comparisons", "Pairwise comparisons (same test rows, same seed; Holm-corrected)", pairs, shown)
+    return Table("comparisons", "Pairwise comparisons of these trained models (same test rows, same seed; "
+                 "Holm-corrected)", pairs, shown)
 
 
 def distillation_names(data: RunData) -> list[str]:
