@@ -508,3 +508,22 @@ def test_old_run_folders_test_sets_are_named_after_what_they_are(tmp_path):
     out = build_report([custom], **FAST)
     assert "my_tweets" in (out / "report.md").read_text()
     assert "manual" not in pd.read_csv(out / "tables" / "test.csv")["test_set"].tolist()
+
+
+def test_the_console_says_what_a_verdict_is_about_and_the_margin_flag_reaches_the_recommendation(full, seeds,
+                                                                                                   tmp_path, capsys):
+    from sendit.cli import main
+
+    run, _ = full
+    assert main(["report", str(run), "--out", str(tmp_path / "one"), "--margin", "2.5"]) == 0
+    said = capsys.readouterr().out
+    assert ": these trained models, seed 0:" in said and "these two trained models" in said
+    assert "recommendation: Based on one trained model per method" in said and "margin δ = 2.5" in said
+    assert "margin δ = 2.5" in (tmp_path / "one" / "report.md").read_text()
+    run3, _ = seeds
+    assert main(["report", str(run3), "--out", str(tmp_path / "three")]) == 0
+    said = capsys.readouterr().out
+    assert ": the methods, across 3 seeds:" in said and "seed 0:" not in said
+    assert "recommendation: Across 3 seeds:" in said
+    assert main(["report", str(run3), "--out", str(tmp_path / "bad"), "--margin", "-1"]) == 2
+    assert "--margin must be a number of accuracy points >= 0" in capsys.readouterr().err
