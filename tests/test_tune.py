@@ -400,3 +400,21 @@ def test_ray_results_become_trials_csv_rows_in_creation_order():
     assert rows.columns.tolist() == TRIAL_COLUMNS and rows["trial"].tolist() == [0, 1, 2]
     assert rows["lr"].tolist()[:2] == [0.02, 0.01] and rows["state"].tolist() == ["complete", "pruned", "failed"]
     assert rows["objective"].tolist()[:2] == [0.7, 0.5] and "loss became nan" in rows.loc[2, "note"]
+
+
+def test_a_failed_confirmation_exits_1_as_documented_and_the_others_finish(tiny_opt, tmp_path, monkeypatch, capsys):
+    """docs/reliability.md: a run whose method failed part-way exits 1 (before: sendit tune said 2, bad input)."""
+    real = __import__("sendit.tune", fromlist=["train_method"]).train_method
+
+    def failing(ctx, name, seed, **kw):
+        if name == "bitfit":
+            raise TrainingError("the training loss became nan in epoch 1")
+        return real(ctx, name, seed, **kw)
+
+    monkeypatch.setattr("sendit.tune.train_method", failing)
+    code = main(["tune", "--model", str(tiny_opt), "--methods", "head,bitfit", "--train-size", "64", "--val-size",
+                 "24", "--test-size", "40", "--epochs", "1", "--batch-size", "16", "--threads", "1", "--trials", "1",
+                 "--no-report", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "sendit tune: error: 1 of 2 method runs failed (bitfit/seed0 failed:" in err
+    assert read_manifest(tmp_path / "run")["status"]["head/seed0"] == "done"

@@ -126,7 +126,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if e.name != "optuna":
             raise
         raise ConfigError("sendit tune needs Optuna; install it with pip install 'sendit[tune]'.") from None
-    return tune_command(args, config_overrides(args))
+    return _failures(tune_command(args, config_overrides(args)), "tune")  # one rule for run, train and tune
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -320,8 +320,8 @@ def _worker(run_dir: str, cfg_dict: dict, tcfg_dict: dict, worker: int, threads:
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def tune_command(args, overrides: dict) -> int:
-    """`sendit tune`: settings from --config < flags, or the sweep's own on --resume."""
+def tune_command(args, overrides: dict) -> Path:
+    """`sendit tune`: settings from --config < flags, or the sweep's own on --resume; returns the sweep folder."""
     from sendit.config import resolve_config_path
     from sendit.tune_config import load_tune_config, tune_overrides
 
@@ -334,6 +334,4 @@ def tune_command(args, overrides: dict) -> int:
     else:
         path = resolve_config_path(args.config) if args.config else None
         cfg, tcfg = load_tune_config(path, overrides, tune_overrides(args))
-    run_dir = tune(cfg, tcfg, resume=bool(args.resume), overwrite=args.overwrite, report=not args.no_report)
-    failed = {k: v for k, v in read_manifest(run_dir).get("status", {}).items() if str(v).startswith("failed")}
-    return 2 if failed else 0
+    return tune(cfg, tcfg, resume=bool(args.resume), overwrite=args.overwrite, report=not args.no_report)
