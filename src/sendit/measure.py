@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import platform
 import time
@@ -29,6 +31,22 @@ def _rss_kb(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def resident_mb(device: torch.device) -> float:
+    """The memory in use now, after giving back what earlier work freed: CUDA's allocated bytes; on CPU the RSS
+    after a garbage collection and glibc's `malloc_trim(0)`, which returns freed heap pages to the system. Taken
+    before a training loads its model, it is the baseline that the training's peak is measured from: without the
+    trim, memory an earlier training freed but the allocator kept would count as this one's."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        return torch.cuda.memory_allocated() / 2**20
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the RSS as it is
+        pass
+    return _rss_kb("VmRSS") / 1024
 
 
 class PeakMemory:

@@ -32,8 +32,8 @@ PREDICTIONS = "{method}_inference_predictions.csv"
 # The study's columns first, in the study's order; the rest extend them.
 COLUMNS = {
     RESULTS: ["best_val_f1", "val_accuracy", "runtime_sec", "memory_delta_mb", "method", "model", "seed",
-              "best_epoch", "epochs_run", "peak_memory_mb", "trainable_params", "total_params", "trainable_pct",
-              "saved_size_mb", "lr", "train_tweets_per_sec", "train_tokens_per_sec"],
+              "best_epoch", "epochs_run", "peak_memory_mb", "process_peak_memory_mb", "trainable_params",
+              "total_params", "trainable_pct", "saved_size_mb", "lr", "train_tweets_per_sec", "train_tokens_per_sec"],
     EPOCH_LOGS: ["epoch", "val_accuracy", "val_f1", "method", "seed", "train_loss", "val_loss", "lr",
                  "epoch_time_sec", "train_tweets_per_sec"],
     INFERENCE_SUMMARY: ["accuracy", "f1_macro", "f1_weighted", "inference_time_sec", "method", "seed", "test_set",

@@ -25,7 +25,7 @@ from sendit.config import ConfigError, RunConfig, TrainConfig, from_dict, method
 from sendit.device import resolve_precision
 from sendit.engine import TrainingError, fit
 from sendit.features import feature_model
-from sendit.measure import PeakMemory, count_parameters
+from sendit.measure import PeakMemory, count_parameters, resident_mb
 from sendit.methods import get_method, learning_rate
 from sendit.models import load_model
 from sendit.run_folder import atomic_write_csv
@@ -180,6 +180,7 @@ def train_trial(ctx, name: str, params: dict, seed: int, attrs: dict, on_epoch: 
 
     torch.manual_seed(seed)
     method, device = get_method(name), ctx.accelerator.device
+    baseline_mb = resident_mb(device)  # earlier trials' leftovers are not this trial's memory
     model = method.prepare(load_model(cfg.model.model, ctx.tokenizer, cfg.model.trust_remote_code),
                            cfg.method).to(device)
     attrs["trainable_params"] = count_parameters(model)["trainable_params"]
@@ -204,8 +205,8 @@ def train_trial(ctx, name: str, params: dict, seed: int, attrs: dict, on_epoch: 
         attrs["note"] = f"failed: {' '.join(str(e).split())[:300]}"
         raise TrialFailed(attrs["note"]) from None
     finally:
-        attrs.update(time_sec=time.perf_counter() - t0, peak_memory_mb=mem.peak_mb, load_avg_1m=os.getloadavg()[0],
-                     cores=os.cpu_count())
+        attrs.update(time_sec=time.perf_counter() - t0, peak_memory_mb=max(mem.peak_mb - baseline_mb, 0.0),
+                     load_avg_1m=os.getloadavg()[0], cores=os.cpu_count())
         del model
 
 

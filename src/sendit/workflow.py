@@ -21,7 +21,7 @@ from sendit.config import EMBEDDED_TEST_NAME, HELDOUT_NAME, ConfigError, RunConf
 from sendit.data import Splits, Table, load_splits
 from sendit.batching import Encoded, encode
 from sendit.engine import LossFn, TrainingError, cross_entropy, fit, predict
-from sendit.measure import count_parameters, hardware
+from sendit.measure import count_parameters, hardware, resident_mb
 from sendit.methods import get_method, learning_rate, method_info
 from sendit.metrics import classification_metrics
 from sendit.models import ModelError, _why, autoconfig, check_model, load_model, load_tokenizer, resolve
@@ -284,6 +284,7 @@ def train_method(
     label = check_label(label or name)
     method = get_method(name)
     set_seed(seed)
+    baseline_mb = resident_mb(acc.device)  # what earlier work holds: not this training's memory
     base = model_factory() if model_factory else load_model(cfg.model.model, ctx.tokenizer,
                                                             cfg.model.trust_remote_code, announce=True)
     with quiet_libraries():  # peft's FutureWarnings about transformers internals
@@ -337,7 +338,8 @@ def train_method(
         "best_val_f1": result.best_val_f1, "val_accuracy": result.best_val_accuracy,
         "runtime_sec": result.runtime_sec, "memory_delta_mb": result.memory_delta_mb, "method": label,
         "model": base_model or cfg.model.model, "seed": seed, "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run, "peak_memory_mb": result.peak_memory_mb, **params,
+        "epochs_run": result.epochs_run, "peak_memory_mb": max(result.peak_memory_mb - baseline_mb, 0.0),
+        "process_peak_memory_mb": result.peak_memory_mb, **params,
         "saved_size_mb": saved_mb, "lr": lr, "train_tweets_per_sec": result.tweets_per_sec,
         "train_tokens_per_sec": result.tokens_per_sec, "stopped": result.stopped, **(extra_results or {}),
     }
@@ -366,15 +368,10 @@ def _count(n: int, noun: str) -> str:
 
 
 def _time_left(seconds: float, done: int, left: int) -> str:
-    """A rough estimate from the trainings measured so far (methods differ in cost: full fine-tuning is the
-    slowest), or nothing before the first one is measured."""
-    if not done:
-        return ""
-    return f" (about {_duration(seconds / done * left)} left, from the {done} finished so far)"
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    """A rough estimate from the trainings finished so far (methods differ in cost), or nothing before the first."""
+    rest = seconds / max(done, 1) * left
+    when = f"{rest:.0f} s" if rest < 90 else f"{rest / 60:.0f} min"
+    return f" (about {when} left, from the {done} finished so far)" if done else ""
 
 
 def _resumed_config(run_dir: Path, cfg: RunConfig) -> RunConfig:
