@@ -181,15 +181,15 @@ def _undecided(d: Decision, margin: float, alpha: float) -> str:
         return (f"Insufficient evidence for {pretty(d.name)} ({where}): it is probably worse than the margin; more "
                 f"seeds or test rows would confirm it.")
     gap = d.c.d + margin  # the bound clears −δ once t · se < gap
-    if d.c.n_seeds < 2:
-        need = f"train at least {MIN_SEEDS} seeds per method (--seeds 0,1,2) to know the seed-to-seed spread"
-    else:
-        seeds = next((s for s in range(d.c.n_seeds + 1, 201) if _t(alpha, s - 1) * d.c.se_with(n_seeds=s) < gap),
+    if d.c.n_seeds < 2:  # the spread of training runs is unknown: no count of rows can stand in for it
+        return (f"Insufficient evidence for {pretty(d.name)} ({where}): train at least {MIN_SEEDS} seeds per method "
+                f"(--seeds 0,1,2) to know the seed-to-seed spread.")
+    seeds = next((s for s in range(d.c.n_seeds + 1, 201) if _t(alpha, s - 1) * d.c.se_with(n_seeds=s) < gap),
                      None)
-        rows = next((n for n in (2 ** k * d.c.n_rows for k in range(1, 11))
-                     if _t(alpha, d.c.df) * d.c.se_with(n_rows=n) < gap), None)
-        options = ([f"about {seeds} seeds" if seeds else ""] + [f"about {rows:,} test rows" if rows else ""])
-        need = " or ".join(o for o in options if o) or "far more seeds and test rows than this run has"
+    rows = next((n for n in (2 ** k * d.c.n_rows for k in range(1, 11))
+                 if _t(alpha, d.c.df) * d.c.se_with(n_rows=n) < gap), None)
+    options = ([f"about {seeds} seeds" if seeds else ""] + [f"about {rows:,} test rows" if rows else ""])
+    need = " or ".join(o for o in options if o) or "far more seeds and test rows than this run has"
     return f"Insufficient evidence for {pretty(d.name)} ({where}): {need} would decide it."
 
 
