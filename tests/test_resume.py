@@ -109,7 +109,7 @@ for line in sys.stdin:
         print(json.dumps({"code": os.waitstatus_to_exitcode(status)}), flush=True)
 '''
 
-TIMING = ("runtime_sec", "memory_delta_mb", "peak_memory_mb", "train_tweets_per_sec", "train_tokens_per_sec",
+TIMING = ("runtime_sec", "memory_delta_mb", "peak_memory_mb", "process_peak_memory_mb", "train_tweets_per_sec", "train_tokens_per_sec",
           "inference_time_sec", "tweets_per_sec", "epoch_time_sec")
 MARKER_TIMEOUT_S = 180
 

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from sendit.config import HELDOUT_NAME as HELDOUT
 from sendit.report.figures import FigureFile
 from sendit.report.files import pretty
 from sendit.report.load import RunData
-from sendit.report.stats import DEFAULT_SUFFIX, MIN_SEEDS, Comparison
+from sendit.report.compare import Comparison
+from sendit.report.stats import DEFAULT_SUFFIX, MIN_SEEDS
 from sendit.report.style import WIDTH, Styles, legend, new_figure, save_figure
 from sendit.report.tables import Table
 
@@ -180,14 +180,13 @@ def _undecided(d: Decision, margin: float, alpha: float) -> str:
     if d.c.d <= -margin:
         return (f"Insufficient evidence for {pretty(d.name)} ({where}): it is probably worse than the margin; more "
                 f"seeds or test rows would confirm it.")
-    gap = d.c.d + margin  # the bound clears −δ once t · se < gap
     if d.c.n_seeds < 2:  # the spread of training runs is unknown: no count of rows can stand in for it
         return (f"Insufficient evidence for {pretty(d.name)} ({where}): train at least {MIN_SEEDS} seeds per method "
                 f"(--seeds 0,1,2) to know the seed-to-seed spread.")
-    seeds = next((s for s in range(d.c.n_seeds + 1, 201) if _t(alpha, s - 1) * d.c.se_with(n_seeds=s) < gap),
-                     None)
-    rows = next((n for n in (2 ** k * d.c.n_rows for k in range(1, 11))
-                 if _t(alpha, d.c.df) * d.c.se_with(n_rows=n) < gap), None)
+    counts = sorted({*range(d.c.n_seeds + 1, d.c.n_seeds + 6), 10, 15, 20, 30, 50, 75, 100, 150, 200})
+    seeds = next((s for s in counts if s > d.c.n_seeds and d.c.scaled(n_seeds=s).lower(alpha) > -margin), None)
+    rows = next((n for n in (2**k * d.c.n_rows for k in range(1, 11)) if d.c.scaled(n_rows=n).lower(alpha) > -margin),
+                None)
     options = ([f"about {seeds} seeds" if seeds else ""] + [f"about {rows:,} test rows" if rows else ""])
     need = " or ".join(o for o in options if o) or "far more seeds and test rows than this run has"
     return f"Insufficient evidence for {pretty(d.name)} ({where}): {need} would decide it."
@@ -197,10 +196,6 @@ def _share(row: pd.Series) -> str:
     if pd.notna(row.get("trainable_pct", np.nan)):
         return f"trains {row['trainable_pct']:.3g} % of the parameters"
     return f"trains {row['trainable_params']:,.0f} parameters"
-
-
-def _t(alpha: float, df: float) -> float:
-    return float(sps.t.ppf(1 - alpha, max(df, 1.0)))
 
 
 # ------------------------------------------------------------------------------------------------ tuning effort

@@ -7,12 +7,9 @@ Two kinds of comparison, named for what they are about:
   the exact McNemar p is shown beside. It says how these two trained models would do on more tweets like the test
   rows, nothing about the next training run of either method.
 - **The methods** (S ≥ 2 seeds, the same test rows scored by every seed). Test rows and training seeds are both
-  random samples, crossed: d_is = μ + r_i + u_s + e_is. The variance of the mean difference is
-  σ_r²/n + σ_u²/S + σ_e²/(nS), estimated from the two-way ANOVA mean squares as
-  (max(MS_rows − MS_err, 0) + MS_seeds) / (nS), with Satterthwaite's degrees of freedom (Satterthwaite 1946;
-  the crossed-random-effects "language-as-fixed-effect" argument of Clark 1973). The seed part has S − 1 degrees
-  of freedom, so three seeds give a wide but honest interval. The calibration by simulation is in
-  tests/test_stats_calibration.py and docs/tuning.md.
+  random samples, crossed; report/compare.py estimates the two parts of the error and combines them
+  (variance components, with Fisher's Behrens-Fisher reference for the seed part's S − 1 degrees of freedom).
+  The calibration by simulation is in tests/test_verdicts.py and docs/tuning.md.
 
 Metric intervals (accuracy, macro F1 of one trained model on one test set) are percentile bootstraps over rows:
 `rng.integers(0, n, size=(n_boot, n))` from `np.random.default_rng(seed)` (in chunks, which yields the same
@@ -29,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from sendit.report.compare import Comparison, compare
 from sendit.report.files import pretty
 from sendit.report.load import RunData
 
@@ -45,8 +43,8 @@ ACROSS_SEEDS_METHOD = (
     "Across seeds (a verdict about the methods): the difference is the mean over test rows and seeds; test rows "
     "and training seeds are both treated as random samples (crossed random effects), so its standard error adds "
     "the row part, estimated from the rows, and the seed-to-seed part, estimated from the S per-seed differences "
-    "with S − 1 degrees of freedom (two-way ANOVA variance components, Satterthwaite degrees of freedom). The CI "
-    "and p come from the same t statistic."
+    "with S − 1 degrees of freedom (two-way ANOVA variance components); the two are combined as in Fisher's "
+    "Behrens-Fisher test (a normal row part plus a t seed part). The CI and p come from the same statistic."
 )
 ONE_SEED_METHOD = (
     "With one seed a comparison is about these two trained models: how they would do on more tweets like the test "
@@ -137,74 +135,6 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, in
         return b, c, 1.0
     return b, c, float(sps.binomtest(b, b + c, 0.5).pvalue)
 
-
-@dataclass(frozen=True)
-class Comparison:
-    """A − B in accuracy points: the estimate, its standard error and t degrees of freedom, and the parts of its
-    variance (points²) that came from test rows and from training seeds."""
-
-    d: float
-    se: float
-    df: float
-    var_rows: float
-    var_seeds: float
-    n_rows: int
-    n_seeds: int
-
-    def p(self) -> float:
-        """Two-sided p of A − B = 0."""
-        if self.se == 0:
-            return 1.0 if self.d == 0 else 0.0
-        return float(2 * sps.t.sf(abs(self.d) / self.se, self.df))
-
-    def ci(self, level: float = 0.95) -> tuple[float, float]:
-        half = float(sps.t.ppf(0.5 + level / 2, self.df)) * self.se if self.se > 0 else 0.0
-        return self.d - half, self.d + half
-
-    def lower(self, alpha: float = 0.05) -> float:
-        """One-sided (1 − alpha) lower bound of A − B."""
-        return self.d - (float(sps.t.ppf(1 - alpha, self.df)) * self.se if self.se > 0 else 0.0)
-
-    def se_with(self, n_rows: int | None = None, n_seeds: int | None = None) -> float:
-        """Roughly the standard error with other row or seed counts (the seed part taken to shrink with seeds only,
-        which errs on the wide side for more rows)."""
-        n, s = n_rows or self.n_rows, n_seeds or self.n_seeds
-        return float(np.sqrt(self.var_rows * self.n_rows / n + self.var_seeds * self.n_seeds / s))
-
-
-def compare(diff: np.ndarray) -> Comparison:
-    """A − B from `diff` (rows × seeds of correct_A − correct_B; a 1-D array is one seed), rows and seeds crossed.
-
-    One seed: the paired t on the row differences (df n − 1). Several seeds: Var(mean) = σ_r²/n + σ_u²/S +
-    σ_e²/(nS) = (MS_rows + MS_seeds − MS_err)/(nS) from the two-way ANOVA without replication, with the row
-    component floored at 0 (a negative variance estimate) and Satterthwaite's degrees of freedom. The seed part,
-    MS_seeds/(nS), is the variance of the S per-seed accuracy differences over S: it has S − 1 degrees of
-    freedom, whatever the number of rows."""
-    d = 100 * np.asarray(diff, float)
-    d = d[:, None] if d.ndim == 1 else d
-    n, s = d.shape
-    mean = float(d.mean())
-    if n < 2:
-        return Comparison(mean, 0.0, 1.0, 0.0, 0.0, n, s)
-    row_means = d.mean(axis=1)
-    ms_rows = s * float(np.sum((row_means - mean) ** 2)) / (n - 1)
-    if s == 1:
-        return Comparison(mean, float(np.sqrt(ms_rows / n)), n - 1.0, ms_rows / n, 0.0, n, 1)
-    seed_means = d.mean(axis=0)
-    ms_seeds = n * float(np.sum((seed_means - mean) ** 2)) / (s - 1)
-    resid = d - row_means[:, None] - seed_means[None, :] + mean
-    ms_err = float(np.sum(resid**2)) / ((n - 1) * (s - 1))
-    row_part = max(ms_rows - ms_err, 0.0)
-    var = (row_part + ms_seeds) / (n * s)
-    # Satterthwaite: var is a sum of c_k MS_k; its degrees of freedom are (Σ c_k MS_k)² / Σ (c_k MS_k)² / df_k.
-    # E[MS_seeds] >= σ_e², which MS_err estimates with many degrees of freedom: an MS_seeds below MS_err is chance,
-    # and taken at face value it would give the t many degrees of freedom just when the seed part is
-    # underestimated (simulated at 3 seeds: 9 % false positives; with the floor 6.5 %, docs/tuning.md).
-    seed_term = max(ms_seeds, ms_err)
-    terms = [(seed_term, s - 1)] + ([(ms_rows, n - 1), (-ms_err, (n - 1) * (s - 1))] if row_part > 0 else [])
-    denom = sum(m * m / k for m, k in terms)
-    df = (sum(m for m, _ in terms) ** 2 / denom) if denom > 0 else float(s - 1)
-    return Comparison(mean, float(np.sqrt(var)), float(df), row_part / (n * s), ms_seeds / (n * s), n, s)
 
 def holm(p: np.ndarray) -> np.ndarray:
     """Holm's step-down adjusted p-values (family-wise error control over the given tests)."""
