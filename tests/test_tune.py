@@ -382,21 +382,48 @@ def test_ray_backend_runs_the_same_trials_and_writes_the_same_trials_csv(tiny_op
         json.loads(trials.loc[trials["objective"].idxmax(), "params"])["lr"])
 
 
-def test_ray_results_become_trials_csv_rows_in_creation_order():
+def test_ray_trials_asha_stopped_are_pruned_and_never_selected(tiny_opt, tmp_path):  # ~40 s: a real Ray instance
+    """A real local Ray Tune search (no mock): ASHA stops trials after their first epoch, Ray marks them done, and
+    trials.csv must still call them pruned; the confirmed configuration is a finished trial's."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", seeds=(0, 1), trials=6, backend="ray", start_from_defaults=False,
+                         space={"head": {"lr": {"low": 1e-6, "high": 1.0, "log": True}}})
+        cfg.train.epochs = 3
+        run_dir = tune(cfg, tcfg, report=False, **QUIET)
+    finally:
+        ray.shutdown()
+    trials = _trials(run_dir)
+    pruned, done = trials[trials["state"] == "pruned"], trials[trials["state"] == "complete"]
+    assert len(pruned) >= 1 and (pruned["epochs_run"] < 3).all(), trials[["state", "epochs_run", "lr"]]
+    assert pruned["note"].str.startswith("stopped by ASHA").all()
+    assert len(done) >= 1
+    best = read_manifest(run_dir)["tuned"]["head"]["trial"]
+    assert best in set(done["trial"]), "a trial the scheduler stopped is never the tuned configuration"
+    assert (trials["epochs_run"] == trials["val_f1_by_epoch"].map(lambda v: len(json.loads(v)))).all()
+
+
+def test_ray_results_become_trials_csv_rows_in_creation_order(tmp_path):
     from types import SimpleNamespace
 
-    from sendit.tune_ray import trial_rows
+    from sendit.tune_ray import FINISHED, trial_rows
 
-    def result(number, lr, f1s, done=True, error=None, t=0.0):
+    def result(number, lr, f1s, finished=True, error=None, t=0.0):
         df = pd.DataFrame({"val_f1": f1s, "val_accuracy": f1s, "timestamp": [t + i for i in range(len(f1s))],
                            "lr": lr, "time_sec": 1.0, "trainable_params": 32, "peak_memory_mb": 500.0,
                            "load_avg_1m": 1.0, "cores": 2, "worker": "host:1"})
-        return SimpleNamespace(path=f"/r/head/_trial_0123abcd_{number}_lr={lr}_2026", metrics={"done": done},
-                               metrics_dataframe=df, config={"lr": lr}, error=error)
+        folder = tmp_path / f"_trial_0123abcd_{number}_lr={lr}_2026"
+        folder.mkdir()
+        if finished:  # the trial's extra report at its end, which repeats its last epoch
+            df = pd.concat([df, df.tail(1).assign(**{FINISHED: True})], ignore_index=True)
+        return SimpleNamespace(path=str(folder), metrics={"done": True}, metrics_dataframe=df, config={"lr": lr},
+                               error=error)
 
-    # the second trial reported first (they ran side by side): numbering follows creation, not reports
-    rows = trial_rows("head", [result(2, 0.01, [0.5], done=False, t=0), result(1, 0.02, [0.6, 0.7], t=5),
-                               result(3, 0.03, [], error=RuntimeError("loss became nan"), t=9)])
+    # the second trial reported first (they ran side by side): numbering follows creation, not reports; Ray says
+    # done=True of the one its scheduler stopped too
+    rows = trial_rows("head", [result(2, 0.01, [0.5], finished=False, t=0), result(1, 0.02, [0.6, 0.7], t=5),
+                               result(3, 0.03, [], finished=False, error=RuntimeError("loss became nan"), t=9)])
     assert rows.columns.tolist() == TRIAL_COLUMNS and rows["trial"].tolist() == [0, 1, 2]
     assert rows["lr"].tolist()[:2] == [0.02, 0.01] and rows["state"].tolist() == ["complete", "pruned", "failed"]
     assert rows["objective"].tolist()[:2] == [0.7, 0.5] and "loss became nan" in rows.loc[2, "note"]

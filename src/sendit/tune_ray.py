@@ -25,6 +25,11 @@ from sendit.tune_trials import TRIAL_COLUMNS, TRIALS_CSV, TrialFailed, default_p
 from sendit.workflow import Context
 
 
+# The key of the extra report a trial makes when it trained to its end (its last epoch or early stopping): Ray
+# sets done=True also of a trial its scheduler stopped, so only this report tells the two apart.
+FINISHED = "sendit_finished"
+
+
 def check_ray(tcfg: TuneConfig) -> None:
     try:
         import ray.tune  # noqa: F401
@@ -59,6 +64,7 @@ def search_ray(ctx: Context, tcfg: TuneConfig, spaces: dict[str, dict], resume: 
             scheduler = FIFOScheduler() if tcfg.pruner == "none" else ASHAScheduler(
                 time_attr="epoch", metric="val_f1", mode="max", max_t=epochs, grace_period=1, reduction_factor=3)
             trainable = tune.with_parameters(_trial, name=name, cfg=ctx.cfg.to_dict(), run_dir=str(ctx.run_dir),
+                                             seed=tcfg.trial_seed_for(ctx.cfg.seed_list()),
                                              threads=cpus, head_features=tcfg.head_features)
             tuner = tune.Tuner(
                 tune.with_resources(trainable, {"cpu": cpus}),
@@ -86,7 +92,8 @@ def _dimension(tune, spec: dict):
     return tune.loguniform(low, high) if spec.get("log") else tune.uniform(low, high)
 
 
-def _trial(config: dict, name: str, cfg: dict, run_dir: str, threads: int, head_features: bool = True) -> None:
+def _trial(config: dict, name: str, cfg: dict, run_dir: str, threads: int, seed: int,
+           head_features: bool = True) -> None:
     """One Ray trial: the run's data and model in this worker process, then `train_trial`, reporting each epoch
     (ASHA may stop the trial at a report). A Ray trial is its own process, so head-only features are computed
     once per trial (not per epoch)."""
@@ -97,32 +104,42 @@ def _trial(config: dict, name: str, cfg: dict, run_dir: str, threads: int, head_
     ctx = Context.build(run_cfg, Path(run_dir), log=lambda s: None)
     attrs: dict = {"worker": f"{os.uname().nodename}:{os.getpid()}"}
 
+    last: dict = {}  # the latest report
+    epochs = int(config.get("epochs", run_cfg.train.epochs))
+
     def on_epoch(epoch: int, row: dict) -> None:
-        tune.report({
+        last.update({
             "epoch": epoch, "val_f1": row["val_f1"], "val_accuracy": row["val_accuracy"],
             "time_sec": attrs["time_sec"], "trainable_params": attrs["trainable_params"], "lr": attrs["lr"],
             # A trial runs in its own worker process, so the process's peak is the trial's.
             "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "load_avg_1m": os.getloadavg()[0], "cores": os.cpu_count(), "worker": attrs["worker"],
         })
+        # the last planned epoch is the end (ASHA stops a trial at max_t, so no report after it would arrive)
+        tune.report({**last, FINISHED: True} if epoch >= epochs else dict(last))
 
     try:
-        train_trial(ctx, name, dict(config), run_cfg.seed_list()[0], attrs, on_epoch, lambda s: None,
+        train_trial(ctx, name, dict(config), seed, attrs, on_epoch, lambda s: None,
                     f"{name} trial", features={} if head_features else None)
     except TrialFailed as e:  # Ray records it as an errored trial; trials.csv says failed, with the reason
         raise RuntimeError(str(e)) from None
+    if last and last["epoch"] < epochs:  # stopped early by its own patience: say so in one more report
+        tune.report({**last, FINISHED: True})
 
 
 def trial_rows(method: str, results: list) -> pd.DataFrame:
-    """trials.csv rows from Ray results, numbered in creation order: complete (the trainable returned), pruned
-    (stopped by the scheduler) or failed (it raised)."""
+    """trials.csv rows from Ray results, numbered in creation order: complete (the trainable returned and made its
+    FINISHED report), pruned (stopped by the scheduler) or failed (it raised)."""
     rows = []
     for r in results:
         df = r.metrics_dataframe if r.metrics_dataframe is not None else pd.DataFrame()
+        ended = df[FINISHED].fillna(False).astype(bool) if FINISHED in df else pd.Series(False, index=df.index)
+        finished = bool(ended.any())
+        df = df.drop_duplicates("epoch") if "epoch" in df else df  # an extra FINISHED report repeats its epoch
         f1s = df["val_f1"].tolist() if "val_f1" in df else []
         accs = df["val_accuracy"].tolist() if "val_accuracy" in df else []
         last = df.iloc[-1].to_dict() if len(df) else {}
-        state = "failed" if r.error else "complete" if (r.metrics or {}).get("done") else "pruned"
+        state = "failed" if r.error else "complete" if finished else "pruned"
         best = max(range(len(f1s)), key=f1s.__getitem__) if f1s else None
         start = df["timestamp"].min() if "timestamp" in df and len(df) else None  # None: failed before a report
         tag = re.search(r"_[0-9a-f]{8}_(\d+)(?:_|$)", Path(r.path).name) if r.path else None
