@@ -110,8 +110,8 @@ def console_lines(page: Page) -> list[str]:
 def _method_text(cfg: StatsConfig, multi_seed: bool) -> str:
     text = (
         f"Confidence intervals: metric intervals are percentile bootstraps, {cfg.n_boot} resamples of the test "
-        f"rows, seed {cfg.seed}; differences are in accuracy points with {int(cfg.level * 100)}% t intervals, "
-        "and p comes from the same t statistic. " + ONE_SEED_METHOD + " " + HOLM_METHOD
+        f"rows, seed {cfg.seed}; differences are in accuracy points with {int(cfg.level * 100)}% intervals, and "
+        "p comes from the same statistic. " + ONE_SEED_METHOD + " " + HOLM_METHOD
     )
     return text + (" " + ACROSS_SEEDS_METHOD if multi_seed else "")
 

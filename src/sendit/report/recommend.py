@@ -156,8 +156,8 @@ def recommend(costs: pd.DataFrame, pairs: pd.DataFrame, budget: Budget = Budget(
         head = f"Use {pretty(best)}: the best, {best_text}, and no method trains fewer parameters."
     else:
         head = f"Use {pretty(best)}: the best, {best_text}; no cheaper method is shown to be within the margin."
-    unsure = [_undecided(d, margin, alpha / max(len(cheaper), 1)) for d in decisions[: decisions.index(ok[0]) if ok
-                                                                                         else len(decisions)]
+    cheaper_than_pick = decisions[: decisions.index(ok[0])] if ok else decisions  # those the pick passed over
+    unsure = [_undecided(d, margin, alpha / max(len(cheaper), 1)) for d in cheaper_than_pick
               if d.state(margin) in ("undecided", "no comparison")]
     worse = [pretty(d.name) for d in decisions if d.state(margin) == "inferior"]
     tail = ([f"Worse than the best by more than the margin: {', '.join(worse)}."] if worse else []) + unsure
