@@ -176,7 +176,8 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the model (pays compile time for faster steps)")
     threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
     log_every: int = _f(20, "update the progress bar's loss/throughput every N steps")
-    tracker: str | None = _f(None, "live tracking through accelerate: 'tensorboard' or 'mlflow'")
+    tracker: str | None = _f(None, "live tracking through accelerate: 'tensorboard', 'mlflow' or 'wandb' "
+                             "(WANDB_MODE=offline keeps W&B on disk)")
 
 
 @dataclass

@@ -98,7 +98,9 @@ class Processes:
         if tracker and self.is_main_process:  # the name and its package are checked by config and check_tracker
             from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
-            self.trackers = [LOGGER_TYPE_TO_CLASS[tracker]("sendit", project_dir)]
+            # W&B takes its folder as wandb.init's `dir` (and honours WANDB_MODE=offline: no network, files only)
+            folder = {"dir": project_dir} if tracker == "wandb" else {"logging_dir": project_dir}
+            self.trackers = [LOGGER_TYPE_TO_CLASS[tracker]("sendit", **folder)]
 
     num_processes = property(lambda self: self.state.num_processes)
     process_index = property(lambda self: self.state.process_index)

@@ -36,7 +36,7 @@ def run_problem(cfg: RunConfig) -> str | None:
         fractions_fit(d), label_map(d.label_map, LABELS),
         choice("--precision", t.precision, ("auto", "bf16", "fp32")),
         choice("--bad-rows", d.bad_rows, ("error", "skip")),
-        choice("--tracker", t.tracker, (None, "tensorboard", "mlflow")),
+        choice("--tracker", t.tracker, (None, "tensorboard", "mlflow", "wandb")),
         None if d.encoding == "auto" or _is_codec(d.encoding) else
         f"--encoding {d.encoding!r} is not an encoding Python knows; use auto, utf-8 or latin-1",
         None if test_set_name(d) != HELDOUT_NAME else

@@ -155,15 +155,15 @@ def load_data(cfg: RunConfig) -> Splits:
     return splits
 
 
-# The package each --tracker imports (accelerate's TensorBoardTracker and MLflowTracker).
-TRACKER_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+# The package each --tracker imports (accelerate's TensorBoardTracker, MLflowTracker and WandBTracker).
+TRACKER_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 
 
 def check_tracker(tracker: str | None) -> None:
     """--tracker needs its package: without it accelerate only warns and the run tracks nothing."""
     if tracker and importlib.util.find_spec(TRACKER_MODULES[tracker]) is None:
         raise ConfigError(f"--tracker {tracker} needs the {TRACKER_MODULES[tracker]} package, which is not installed. "
-                          f"Install it with pip install 'sendit[tracking]' (tensorboard and mlflow), or leave out "
+                          f"Install it with pip install 'sendit[tracking]' (tensorboard, mlflow, wandb), or leave out "
                           f"--tracker.")
 
 
