@@ -176,6 +176,7 @@ def train_trial(ctx, name: str, params: dict, seed: int, attrs: dict, on_epoch: 
         attrs["val_accuracy_by_epoch"].append(row["val_accuracy"])
         attrs["val_f1_by_epoch"].append(row["val_f1"])
         attrs["time_sec"] = time.perf_counter() - t0
+        attrs["peak_memory_mb"] = max(mem.peak_mb - baseline_mb, 0.0)  # so far: what a Ray trial reports
         on_epoch(epoch, row)
 
     torch.manual_seed(seed)
