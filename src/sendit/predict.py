@@ -137,7 +137,7 @@ def predict_csv(model: SenditModel, input_path: str, output: str | None, text_co
     with (writer := _Output(output)) as sink:
         for i, chunk in enumerate(chunks):
             probs = model.predict_proba(chunk[text_column].tolist(), batch_size, progress=False).probs
-            chunk = with_predictions(chunk, probs, model.classes)
+            chunk = with_predictions(chunk, probs, getattr(model, "classes", ("negative", "positive")))
             chunk.to_csv(sink, index=False, header=i == 0, float_format="%.6f")
             n += len(chunk)
             progress.update(len(chunk))
