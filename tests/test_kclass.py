@@ -177,3 +177,15 @@ def test_binary_labels_given_explicitly_change_nothing(tiny_opt, tmp_path):
     a, b = ((tmp_path / r / "head_inference_predictions.csv").read_bytes() for r in "ab")
     assert a == b
     assert a.splitlines()[0] == b"text,label,prediction,prob_positive,method,seed,test_set,row_id"
+
+
+def test_tune_tunes_and_confirms_three_classes(tiny_opt, tmp_path):
+    run = tmp_path / "tuned"
+    assert main(["tune", "--model", str(tiny_opt), "--methods", "head,lora", "--data", "sentiment140-manual",
+                 "--test-file", "none", "--labels", ",".join(THREE), "--train-size", "96", "--val-size", "32",
+                 "--test-size", "32", "--epochs", "1", "--batch-size", "16", "--threads", "1", "--trials", "1",
+                 "--no-report", "--out", str(run)]) == 0
+    assert read_manifest(run)["data"]["labels"] == THREE
+    for method in ("head", "lora"):
+        assert set(PROBS3) <= set(_predictions(run, method).columns)
+        assert sendit.load(run / method).model.config.num_labels == 3

@@ -138,13 +138,13 @@ def _ambiguous_labels(path: Path, values: list[str], seen: Counter) -> str:
     middle = (len(values) - 1) / 2
     example = ", ".join(f"{v}: {'negative' if i < middle else 'neutral' if i == middle else 'positive'}"
                         for i, v in enumerate(values))
-    names = ",".join("negative" if i < middle else "neutral" if i == middle else "positive"
-                     for i, v in enumerate(values)) if len(values) == 3 else ",".join(values)
+    # 0/1/2 as ids of three named classes; other values (1-5, -1/0/1) as names of their own
+    names = "negative,neutral,positive" if values == ["0", "1", "2"] else ",".join(values)
     return (f"{path}: the labels {counts} have no single reading: 0/1/2 are negative/neutral/positive in TweetEval "
             f"but 0/1 plus a neutral 2 elsewhere, 1-5 look like ratings, -1/0/1 like polarities. Say what each value "
             f"means with --label-map, e.g. --label-map \"{{{example}}}\" (neutral rows are dropped and counted), or "
-            f"name the classes with --labels, e.g. --labels {names} (integers 0..k-1 are then read as positions in "
-            f"--labels, other values as names).")
+            f"name the classes with --labels, e.g. --labels{'=' if names.startswith('-') else ' '}{names} (integers 0..k-1 are then read as positions in "
+            f"--labels, other values as names; the names are the classes).")
 
 
 def short(value: object, width: int = 40) -> str:
