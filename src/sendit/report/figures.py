@@ -200,7 +200,8 @@ def confusion_matrices(data: RunData, style: Styles) -> Figure:
     names = [n for n in data.names if n in set(p["name"])]
     classes = class_names(data)
     k = len(classes)
-    ticks = ["neg", "pos"] if classes == ["negative", "positive"] else [c[:8] for c in classes]
+    short = [c[:3] for c in classes]  # neg/neu/pos: three letters fit under a small panel
+    ticks = short if len(set(short)) == k else [c[:8] for c in classes]
     ncol = min(4 if k <= 3 else 2, len(names))
     nrow = -(-len(names) // ncol)
     fig = new_figure(WIDTH, (1.9 if k <= 3 else 0.55 * k + 0.8) * nrow + 0.5)
@@ -214,7 +215,7 @@ def confusion_matrices(data: RunData, style: Styles) -> Figure:
                     color="white" if v > cm.max() / 2 else "black")
         seeds = g["seed"].nunique()
         ax.set_title(pretty(name) + (f" ({seeds} seeds)" if seeds > 1 else ""))
-        ax.set_xticks(range(k), ticks, rotation=0 if k <= 3 else 45)
+        ax.set_xticks(range(k), ticks, rotation=0 if ticks is short else 45)
         ax.set_yticks(range(k), ticks)
         ax.set_xlabel("Predicted")
         ax.set_ylabel("True")
