@@ -281,9 +281,9 @@ def train_method(
     four CSV files. Returns the results row.
     `features` (a cache, from `sendit tune`): a head-only method trains on the frozen model's features, as its
     trials did (features.py); the head trained is the model's own, so saving and testing are unchanged."""
+    label, method = check_label(label or name), get_method(name)
     cfg, acc, classes = ctx.cfg, ctx.accelerator, ctx.splits.classes
     loss_fn = loss_fn or training_loss(cfg.data.class_balance, ctx.splits.train.labels, len(classes))
-    label, method = check_label(label or name), get_method(name)
     set_seed(seed)
     baseline_mb = resident_mb(acc.device)  # what earlier work holds: not this training's memory
     base = model_factory() if model_factory else load_model(
