@@ -189,3 +189,10 @@ def test_tune_tunes_and_confirms_three_classes(tiny_opt, tmp_path):
     for method in ("head", "lora"):
         assert set(PROBS3) <= set(_predictions(run, method).columns)
         assert sendit.load(run / method).model.config.num_labels == 3
+
+
+def test_an_exported_adapter_names_how_to_load_k_classes(three, tmp_path):
+    assert main(["export", str(three / "lora"), "--out", str(tmp_path / "adapter"), "--no-merge"]) == 0
+    readme = (tmp_path / "adapter" / "README.md").read_text()
+    assert 'from_pretrained("THIS_FOLDER", num_labels=3, ignore_mismatched_sizes=True)' in readme
+    assert json.loads((tmp_path / "adapter" / "sendit_model.json").read_text())["labels"] == THREE

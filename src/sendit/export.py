@@ -221,7 +221,7 @@ def _model_card(manifest: dict) -> str:
         kind = "A peft adapter folder: loading it needs peft and the base model named in adapter_config.json."
         code = ["from peft import AutoPeftModelForSequenceClassification", "",
                 'model = AutoPeftModelForSequenceClassification.from_pretrained("THIS_FOLDER"'
-                + (f", num_labels={len(classes)})" if len(classes) != 2 else ")")]
+                + (f", num_labels={len(classes)}, ignore_mismatched_sizes=True)" if len(classes) != 2 else ")")]
     base = manifest["base_model"]
     base = "all-MiniLM-L6-v2 (sendit's embedded model)" if base == "embedded" else base
     lines = [
