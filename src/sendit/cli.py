@@ -118,8 +118,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     from sendit.data import describe
     from sendit.reading import read_source, read_test_file
 
-    cfg = _reading_config(args, normalize=args.normalize != "false")
-    table = read_test_file(args.source, cfg, None) if args.test_file else read_source(args.source, cfg, None)
+    cfg = _reading_config(args, normalize=args.normalize != "false", labels=args.labels)
+    table = read_test_file(args.source, cfg, flag=None) if args.test_file else read_source(args.source, cfg, None)
     tokenizer = None
     if args.model:
         from sendit.models import load_tokenizer
@@ -290,7 +290,7 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--bad-rows", default="skip", choices=["error", "skip"], help="what to do with bad rows")
     p.add_argument("--normalize", default="true", choices=["true", "false"], help="normalise tweets first")
     p.add_argument("--encoding", default="auto", metavar="CODEC", help="text encoding: auto (UTF-8, else latin-1), utf-8, latin-1, ...")
-    add_field_flags(p, [f for f in dataclasses.fields(DataConfig) if f.name == "label_map"])
+    add_field_flags(p, [f for f in dataclasses.fields(DataConfig) if f.name in ("labels", "label_map")])
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("report", help="figures, tables, statistics and index.html from run folders")
