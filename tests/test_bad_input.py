@@ -83,9 +83,9 @@ def test_bad_data_file(tmp_path, capsys, case):
 
 
 @pytest.mark.parametrize("name, content, expected", [
-    ("missing.csv", None, "does not exist. Pass --data"),
-    ("folder", "dir", "is a folder; --data takes a file"),
-    ("broken.csv.gz", b"not gzip at all", "not a readable gzip file"),
+    ("missing.csv", None, "does not exist. Pass a CSV/JSONL/Parquet file"),  # sendit data has no --data flag
+    ("folder", "dir", "is a folder; pass a file"),
+    ("broken.csv.gz", b"\x1f\x8bnot gzip at all", "is gzip-compressed but damaged or cut short"),
     ("broken.jsonl", b'{"text": "ok", "label": 0}\n{not json\n', "could not be read"),
     ("broken.parquet", b"PAR1 nope", "could not be read"),
 ])

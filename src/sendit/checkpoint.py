@@ -20,6 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from sendit.fileio import as_write_error
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read back (damaged, another version, or holding more than tensors)."""
@@ -84,11 +86,12 @@ def save_checkpoint(folder: Path, epoch: int, model, optimizer, scheduler, progr
         # Not committed (a full disk, Ctrl-C): drop this epoch's files, so the last good checkpoint stays the one.
         for path in [*(folder / name for name in files.values()), tmp]:
             path.unlink(missing_ok=True)
-        # torch and safetensors report a full disk as RuntimeError/SafetensorError with the OS message inside.
-        if isinstance(e, OSError) or any(s in str(e) for s in ("No space left", "StorageFull", "file write failed")):
-            why = e.strerror if isinstance(e, OSError) and e.strerror else "No space left on device"
-            raise OSError(getattr(e, "errno", None) or errno.ENOSPC, f"{why} while saving the checkpoint of epoch "
-                          f"{epoch} (the last good checkpoint, of the epoch before, is kept)", str(folder)) from e
+        # torch and safetensors report a full disk (or the file-size limit) as RuntimeError/SafetensorError.
+        err = e if isinstance(e, OSError) else as_write_error(e)
+        if err is not None:
+            why = err.strerror or "No space left on device"
+            raise OSError(err.errno or errno.ENOSPC, f"{why} while saving the checkpoint of epoch {epoch} (the "
+                          f"last good checkpoint, of the epoch before, is kept)", str(folder)) from e
         raise
     for old in folder.glob("*.safetensors"):
         if old.name not in files.values():

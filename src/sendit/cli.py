@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import json
 import os
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from sendit.config import ConfigError, DataConfig, field_default
 from sendit.distill_config import DistillConfig
+from sendit.fileio import WRITE_FULL, as_write_error, write_hint
 from sendit.flags import add_config_flags, add_field_flags, config_overrides
 from sendit.verbosity import set_level
 
@@ -87,8 +87,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     check_count("--batch-size", args.batch_size)
     evaluate_folder(args.model_dirs, args.data, args.out, args.batch_size, precision=args.precision,
-                    text_column=args.text_column, label_column=args.label_column, test_name=args.test_name)
+                    text_column=args.text_column, label_column=args.label_column, test_name=args.test_name,
+                    data_config=_reading_config(args))
     return 0
+
+
+READING_FIELDS = ("bad_rows", "label_map", "encoding")  # evaluate and data take them: messages suggest them
+
+
+def _reading_config(args: argparse.Namespace, **given):
+    """The data section with the reading flags given (checked as `sendit run` checks them)."""
+    from sendit.config import load_config
+
+    return load_config(None, {**{k: getattr(args, k, None) for k in READING_FIELDS}, **given}).data
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -104,14 +115,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from sendit.config import load_config
     from sendit.data import describe
     from sendit.reading import read_source, read_test_file
 
-    labels = load_config(None, {k: getattr(args, k) for k in ("labels", "label_map")}).data  # coerced, checked
-    cfg = DataConfig(bad_rows=args.bad_rows, normalize=args.normalize != "false", encoding=args.encoding,
-                     labels=labels.labels, label_map=labels.label_map)
-    table = read_test_file(args.source, cfg) if args.test_file else read_source(args.source, cfg)
+    cfg = _reading_config(args, normalize=args.normalize != "false", labels=args.labels)
+    table = read_test_file(args.source, cfg, flag=None) if args.test_file else read_source(args.source, cfg, None)
     tokenizer = None
     if args.model:
         from sendit.models import load_tokenizer
@@ -234,7 +242,7 @@ def _add_model_commands(sub) -> None:
     p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help="model folders written by a run "
                    "(RUN_DIR/<method>) or by sendit export")
     p.add_argument("--data", required=True, metavar="PATH", help="labelled CSV/JSONL/Parquet or original "
-                   "Sentiment140 file")
+                   "Sentiment140 file, or 'embedded' for the packaged hand-labelled tweets (the test set of a run)")
     p.add_argument("--out", metavar="DIR", help="folder for the metrics/predictions CSVs (default with one model: "
                    "MODEL_DIR/eval-<file stem>; needed with several)")
     p.add_argument("--text-column", metavar="NAME", help="the file's text column (default: text, tweet or sentence)")
@@ -244,6 +252,7 @@ def _add_model_commands(sub) -> None:
                    "the file's stem)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="inference batch size")
     _add_precision_flag(p)
+    add_field_flags(p, [f for f in dataclasses.fields(DataConfig) if f.name in READING_FIELDS])
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify texts with a saved model folder")
@@ -255,6 +264,8 @@ def _add_model_commands(sub) -> None:
     p.add_argument("--text-column", default="text", metavar="NAME", help="name of the text column of --input")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="inference batch size")
     p.add_argument("--chunk-size", type=int, default=10_000, metavar="N", help="rows read, predicted and written at a time")
+    p.add_argument("--bad-rows", default="error", choices=["error", "skip"], help="rows with more or fewer fields "
+                   "than the header: 'error' (stop at the first) or 'skip' (leave out, count) (default: error)")
     _add_precision_flag(p)
     p.set_defaults(func=cmd_predict)
 
@@ -331,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {_paragraph(e)}")
         return EXIT_FAILED
     except RunStopped as e:
-        say(f"error: {_paragraph(e)}{_disk_hint(e.error)}. The run stopped. {_saved(args.command, e.run_dir)}")
+        say(f"error: {_paragraph(e)}{write_hint(e.error)}. The run stopped. {_saved(args.command, e.run_dir)}")
         return EXIT_FAILED
     except BrokenPipeError:  # the reader went away (`sendit methods | head`): stop quietly, as other tools do
         try:  # Python would report the pipe again when it flushes stdout at exit
@@ -339,10 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, AttributeError):
             pass
         return EXIT_BROKEN_PIPE
-    except OSError as e:  # a path that cannot be read or written: nothing ran yet
-        where = f" ({e.filename})" if e.filename else ""
-        say(f"error: {e.strerror or _paragraph(e)}{where}{_disk_hint(e)}.")
-        return EXIT_FAILED if e.errno in _DISK_FULL else EXIT_USER_ERROR
+    except OSError as e:  # a path that cannot be read or written: nothing ran yet, or the disk is full
+        return _file_error(say, e)
     except KeyboardInterrupt as e:
         run_dir = getattr(e, "run_dir", None)
         if run_dir is not None:
@@ -357,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
             say("error: out of memory. Lower --batch-size, --eval-batch-size or --max-length, or use a smaller "
                 "model.")
             return EXIT_FAILED
+        full = as_write_error(e)  # a full disk or the file-size limit, as safetensors or torch say it
+        if full is not None:
+            return _file_error(say, full)
         if os.environ.get("SENDIT_DEBUG"):
             raise
         say(f"error: unexpected {type(e).__name__}: {_paragraph(e)} (set SENDIT_DEBUG=1 to see where; please report "
@@ -364,11 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def _disk_hint(e: OSError) -> str:
-    return "; free some space (or pass an --out on another disk)" if e.errno in _DISK_FULL else ""
+def _file_error(say, e: OSError) -> int:
+    """Exit 2 for a path that cannot be read or written; 1 for a full disk, a quota or the file-size limit."""
+    where = f" ({e.filename})" if e.filename else ""
+    say(f"error: {e.strerror or _paragraph(e)}{where}{write_hint(e)}.")
+    return EXIT_FAILED if e.errno in WRITE_FULL else EXIT_USER_ERROR
 
 
 def _saved(command: str, run_dir: Path) -> str:

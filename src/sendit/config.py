@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from sendit import validation
+from sendit.fileio import read_text_file
 
 
 class ConfigError(ValueError):
@@ -357,8 +358,9 @@ def read_config_file(path: str | Path) -> dict:
                           f"(pass e.g. --config configs/quick.yaml).")
     if p.is_dir():
         raise ConfigError(f"config file '{path}' is a folder; pass a YAML file (e.g. --config configs/quick.yaml).")
+    text = read_text_file(p, f"config file '{path}'", ConfigError, "a YAML config file")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
     if not isinstance(raw, dict):

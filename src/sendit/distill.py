@@ -31,10 +31,9 @@ from typing import Callable
 
 import pandas as pd
 import torch
-import yaml
 from transformers import AutoConfig
 
-from sendit.config import ConfigError, RunConfig, flatten, from_dict, load_config, resolve_config_path
+from sendit.config import ConfigError, RunConfig, flatten, from_dict, read_config_file, resolve_config_path
 from sendit.distill_config import DistillConfig, distill_config
 from sendit.flags import config_overrides
 from sendit.device import resolve_precision
@@ -281,8 +280,8 @@ def distill_settings(config: str | None, overrides: dict, flags: dict, out: str 
     file_raw: dict = {}
     if config:
         path = resolve_config_path(config)
-        load_config(path)  # validates the file, with the usual messages
-        file_raw = yaml.safe_load(path.read_text()) or {}
+        file_raw = read_config_file(path)  # read once: it may be a pipe
+        from_dict(flatten(file_raw), source=str(path))  # validates the file, with the usual messages
     given = {**(file_raw.get("distill") or {}), **flags}
     teacher = teacher_folder(given.get("teacher"))
     saved = read_manifest(teacher.parent).get("config") or {}

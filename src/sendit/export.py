@@ -70,10 +70,11 @@ def export(model_dir: str | Path, out: str | Path, merge: bool = True, overwrite
             folder for lora/dora/ia3 (bitfit, head and full always export a whole model).
         overwrite: replace an existing non-empty out.
     """
+    from sendit.fileio import as_write_error, write_target
     from sendit.run_folder import mark, shareable
     from sendit.model_folder import load
 
-    src, out = Path(model_dir), Path(out)
+    src, out = Path(model_dir), write_target(out)  # a link to a folder: the export replaces the folder it names
     _check_out(src, out, overwrite)
     model = load(src, merge=True, precision="fp32") if merge or not _is_adapter(src) else None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -93,11 +94,14 @@ def export(model_dir: str | Path, out: str | Path, merge: bool = True, overwrite
         if out.exists():  # an export _check_out allowed to replace: moved aside, so out is never missing for long
             os.replace(out, old)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not out.exists():
             os.replace(old, out)
-        raise
+        full = as_write_error(e, out) if isinstance(e, Exception) else None  # safetensors' own type for a full disk
+        if full is None or full is e:
+            raise
+        raise full from e
     shutil.rmtree(old, ignore_errors=True)
     return out
 

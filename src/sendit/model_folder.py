@@ -8,6 +8,7 @@ model (full).
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sendit.data import normalize_tweet
 from sendit.device import default_device, resolve_precision
 from sendit.batching import encode
 from sendit.engine import Predictions, predict
+from sendit.fileio import as_write_error
 from sendit.measure import size_mb
 from sendit.methods import get_method
 from sendit.models import ModelError, load_model, load_tokenizer
@@ -28,15 +30,25 @@ MANIFEST = "sendit_model.json"
 
 
 def save_model_folder(model: nn.Module, tokenizer, folder: Path, method: str, base_model: str, info: dict) -> float:
-    """Write a model folder; returns the size in MB of the weights the method saved."""
+    """Write a model folder; returns the size in MB of the weights the method saved. The manifest is written last
+    and an earlier one removed first, so a folder whose writing failed (a full disk) never looks complete."""
     folder = Path(folder)
+    new = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    with quiet_libraries():  # transformers' "Writing model shards" bar
-        weights = get_method(method).save(model, folder)
-    tokenizer.save_pretrained(folder)
-    manifest = {"method": method, "base_model": base_model, **info}
-    # Written last and atomically: a folder with a manifest is a complete one.
-    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
+    (folder / MANIFEST).unlink(missing_ok=True)
+    try:
+        with quiet_libraries():  # transformers' "Writing model shards" bar
+            weights = get_method(method).save(model, folder)
+        tokenizer.save_pretrained(folder)
+        manifest = {"method": method, "base_model": base_model, **info}
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
+    except Exception as e:
+        if new:
+            shutil.rmtree(folder, ignore_errors=True)
+        full = as_write_error(e, folder)  # safetensors' and tokenizers' own types for a full disk
+        if full is None or full is e:
+            raise
+        raise full from e
     return size_mb(weights)
 
 

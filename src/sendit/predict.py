@@ -15,6 +15,7 @@ import itertools
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
@@ -22,6 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from sendit.config import check_count
+from sendit.fileio import write_target
 from sendit.run_folder import temp_beside
 from sendit.model_folder import SenditModel, load
 from sendit.reading import read_chunks
@@ -40,7 +42,9 @@ def predict_command(args: argparse.Namespace) -> int:
     check_count("--chunk-size", args.chunk_size)
     check_output(args.output, args.input)
     # The input's header and first chunk are read before the model loads: a wrong file fails in a moment.
-    chunks = read_chunks(args.input, args.text_column, args.chunk_size, ADDED) if args.input else None
+    dropped: Counter = Counter()
+    chunks = (read_chunks(args.input, args.text_column, args.chunk_size, ADDED, args.bad_rows, dropped)
+              if args.input else None)
     first = next(chunks) if chunks is not None else None
     model = load(args.model_dir, precision=args.precision)
     if args.texts:
@@ -51,6 +55,9 @@ def predict_command(args: argparse.Namespace) -> int:
         return 0
     predict_csv(model, args.input, args.output, args.text_column, args.chunk_size, args.batch_size,
                 chunks=itertools.chain([first], chunks))
+    if dropped:
+        print(f"sendit predict: note: {dropped['malformed_row']:,} rows of {args.input} left out (--bad-rows skip): "
+              f"their number of fields differs from the header's.", file=sys.stderr)
     return 0
 
 
@@ -101,7 +108,8 @@ class _Output:
     def __enter__(self):
         if self.output in (None, "-"):
             return sys.stdout
-        fd, self.tmp = temp_beside(Path(self.output))
+        self.target = write_target(self.output)  # a symbolic link is written through, not replaced
+        fd, self.tmp = temp_beside(self.target)
         self.file = os.fdopen(fd, "w", newline="", encoding="utf-8")
         return self.file
 
@@ -118,7 +126,7 @@ class _Output:
             os.fsync(self.file.fileno())
         self.file.close()
         if kind is None:
-            os.replace(self.tmp, self.output)
+            os.replace(self.tmp, self.target)
         else:
             Path(self.tmp).unlink(missing_ok=True)
         return False

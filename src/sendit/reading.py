@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gzip
 import io
+import os
 import re
 import sys
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
 from sendit.config import ConfigError, DataConfig
+from sendit.fileio import format_problem, open_input, read_all, uncompressed
 from sendit.rows import DataError, Table, collect, short
 
 EMBEDDED = "embedded"
 SENTIMENT140_COLUMNS = ("target", "id", "date", "query", "user", "text")
+SENTIMENT140_NAMES = list(SENTIMENT140_COLUMNS)
 HUB_DATASET = "stanfordnlp/sentiment140"
 # --data sentiment140-manual: the packaged hand-labelled file (498 tweets, 0/2/4) as a training source.
 MANUAL = "sentiment140-manual"
@@ -40,20 +43,25 @@ def is_sentiment140(first_row: list[str]) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- readers
-def _open_text(path: Path, encoding: str) -> io.TextIOBase:
-    """The file as text. 'auto' is UTF-8 when the bytes are valid UTF-8, else latin-1 (Sentiment140's own files,
-    which any byte decodes); a UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped either way."""
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, ValueError) as e:
-            raise DataError(f"{path}: not a readable gzip file ({e}). Decompress it yourself or re-download "
-                            f"it.") from None
+def _read_bytes(path: Path) -> bytes:
+    """Every byte of a data file: a file, a pipe (<(zcat ...)), gzip/bz2/xz undone; devices and archives refused."""
+    return read_all(path, str(path), DataError)
+
+
+def _text(raw: bytes, path: Path, encoding: str, flag: str | None = "--data") -> io.StringIO:
+    """The bytes as text. 'auto' is UTF-8 when the bytes are valid UTF-8, else latin-1 (Sentiment140's own files,
+    which any byte decodes), or UTF-16 when they start with its byte-order mark (Excel's "Unicode text"); a UTF-8
+    byte-order mark (Excel's "CSV UTF-8") is dropped either way."""
     raw = raw.removeprefix(codecs.BOM_UTF8)
     if not raw.strip():
-        raise DataError(f"{path}: the file is empty. Point --data at a CSV with text and label columns.")
-    if b"\x00" in raw:
+        where = f"Point {flag} at" if flag else "Pass"
+        raise DataError(f"{path}: the file is empty. {where} a CSV with text and label columns.")
+    problem = format_problem(raw)
+    if problem:
+        raise DataError(f"{path} is {problem}.")
+    if encoding == "auto" and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    elif b"\x00" in raw:
         line = raw[: raw.index(b"\x00")].count(b"\n") + 1
         raise DataError(
             f"{path}, line {line}: the file contains NUL bytes, so it is binary or corrupted (a spreadsheet "
@@ -81,9 +89,12 @@ def _open_text(path: Path, encoding: str) -> io.TextIOBase:
 def read_sentiment140(path: str | Path, cfg: DataConfig | None = None, encoding: str = "latin-1",
                       classes: tuple[str, ...] | None = None) -> Table:
     """The original six-column file (target, id, date, query, user, text), no header, latin-1."""
-    cfg = cfg or DataConfig()
     path = Path(path)
-    rows = csv.reader(_open_text(path, encoding), strict=True)
+    return _sentiment140(path, _text(_read_bytes(path), path, encoding), cfg or DataConfig(), classes)
+
+
+def _sentiment140(path: Path, stream: io.StringIO, cfg: DataConfig, classes: tuple[str, ...] | None) -> Table:
+    rows = csv.reader(stream, strict=True)
     items = ((i, r[0] if r else "", r[5] if len(r) == 6 else None, len(r)) for i, r in _numbered(rows))
     return collect(path, items, cfg, expect_cols=6, columns=SENTIMENT140_COLUMNS, classes=classes)
 
@@ -106,43 +117,53 @@ def _numbered(rows):
         yield rows.line_num, row
 
 
+# What else each option takes besides a file, for the message about a file that is not there.
+OTHER_SOURCES = {
+    "--data": f"'embedded' for the packaged sample, or 'hub' for {HUB_DATASET}",
+    None: f"'embedded' for the packaged sample, or 'hub' for {HUB_DATASET}",  # sendit data SOURCE
+    "--test-file": "'embedded' for the packaged hand-labelled tweets, or 'none'",
+}
+
+
 def read_table(path: str | Path, cfg: DataConfig | None = None, encoding: str | None = None,
-               text_column: str | None = None, label_column: str | None = None, flag: str = "--data",
-               classes: tuple[str, ...] | None = None) -> Table:
+               text_column: str | None = None, label_column: str | None = None, flag: str | None = "--data",
+               also: str | None = None, classes: tuple[str, ...] | None = None) -> Table:
     """Any supported file: the original Sentiment140 CSV (detected by its shape), or CSV/JSONL/Parquet with
     text and label columns (named text/label or a synonym, or `text_column`/`label_column`). `flag` is the option
-    that named the file, for the messages; `classes` the run's classes (labels.Reading decides them when None)."""
+    that named the file (None: a command's argument), `also` what else it takes, for the messages; `classes` the
+    run's classes (labels.Reading decides them when None). A pipe or a process substitution reads like a file;
+    gzip, bz2 and xz are decompressed whatever the file's name."""
     named = (text_column, label_column)
     cfg = cfg or DataConfig()
     path = Path(path)
     if not path.exists():
-        other = f"'embedded' for the packaged sample, or 'hub' for {HUB_DATASET}" if flag == "--data" else (
-            "'embedded' for the packaged hand-labelled tweets, or 'none'" if flag == "--test-file" else "no file")
-        raise DataError(f"data file '{path}' does not exist. Pass {flag} with a CSV/JSONL/Parquet file, {other}.")
+        other = also or OTHER_SOURCES.get(flag, "no file")
+        raise DataError(f"data file '{path}' does not exist. Pass {flag + ' with ' if flag else ''}a "
+                        f"CSV/JSONL/Parquet file, {other}.")
     if path.is_dir():
-        raise DataError(f"'{path}' is a folder; {flag} takes a file.")
+        raise DataError(f"'{path}' is a folder; {flag + ' takes' if flag else 'pass'} a file.")
+    raw = _read_bytes(path)
     suffixes = "".join(path.suffixes[-2:]).lower()
     if ".parquet" in suffixes or ".jsonl" in suffixes or suffixes.endswith(".json"):
         import pandas as pd
 
         try:
             # dtype=False: texts stay as the file wrote them (pandas would turn a column of "42"s into numbers)
-            df = (pd.read_parquet(path) if ".parquet" in suffixes
-                  else pd.read_json(path, lines=True, dtype=False))
+            df = (pd.read_parquet(io.BytesIO(raw)) if ".parquet" in suffixes
+                  else pd.read_json(io.BytesIO(raw), lines=True, dtype=False))
         except (ValueError, OSError) as e:
             raise DataError(f"{path}: could not be read ({e}). Check that the file is valid.") from None
         text_col, label_col = _find_columns(path, list(df.columns), *named)
         items = ((i + 1, lab, txt, None) for i, (lab, txt) in enumerate(zip(df[label_col], df[text_col])))
         return collect(path, items, cfg, classes=classes)
-    enc = encoding or cfg.encoding
-    stream = _open_text(path, enc)
+    stream = _text(raw, path, encoding or cfg.encoding, flag)
     try:
         first = next(csv.reader(io.StringIO(stream.readline())), [])
     except csv.Error:
         first = []
     stream.seek(0)
     if is_sentiment140(first) and named == (None, None):
-        return read_sentiment140(path, cfg, enc, classes)
+        return _sentiment140(path, stream, cfg, classes)
     reader = csv.reader(stream, strict=True)
     try:
         header = [h.strip() for h in next(_numbered(reader), (1, []))[1]]
@@ -184,7 +205,7 @@ def embedded_path(name: str) -> Path:
     return Path(str(resources.files("sendit") / "resources" / name))
 
 
-def read_source(spec: str, cfg: DataConfig) -> Table:
+def read_source(spec: str, cfg: DataConfig, flag: str | None = "--data") -> Table:
     """Resolve --data: 'embedded', 'sentiment140-manual' (the packaged hand-labelled file, 0/2/4: the data of the
     three-class preset), 'hub' / 'hub:<dataset id>', or a file."""
     if spec == EMBEDDED:
@@ -193,7 +214,7 @@ def read_source(spec: str, cfg: DataConfig) -> Table:
         return read_table(embedded_path(MANUAL_FILE), cfg)
     if spec == "hub" or spec.startswith("hub:"):
         return read_hub(spec.partition(":")[2] or HUB_DATASET, cfg)
-    return read_table(spec, cfg)
+    return read_table(spec, cfg, flag=flag)
 
 
 def read_hub(dataset_id: str, cfg: DataConfig) -> Table:
@@ -214,11 +235,12 @@ def read_hub(dataset_id: str, cfg: DataConfig) -> Table:
     return collect(Path(dataset_id), items, cfg)
 
 
-def read_test_file(spec: str, cfg: DataConfig, classes: tuple[str, ...] | None = None) -> Table:
+def read_test_file(spec: str, cfg: DataConfig, classes: tuple[str, ...] | None = None,
+                   flag: str | None = "--test-file", also: str | None = None, **columns: str | None) -> Table:
     """The hand-labelled test file, read against the run's classes: for the binary classes its neutral rows are
-    dropped (498 -> 359 tweets)."""
+    dropped (498 -> 359 tweets). `columns`: text_column, label_column."""
     path = embedded_path(MANUAL_FILE) if spec == EMBEDDED else spec
-    return read_table(path, cfg, flag="--test-file", classes=classes)
+    return read_table(path, cfg, flag=flag, also=also, classes=classes, **columns)
 
 
 # --------------------------------------------------------------------------------------------- streams
@@ -245,15 +267,6 @@ class _Stream:
         self.head = _as_latin1(self.text.readline()).removeprefix("\ufeff")
         return self.head
 
-    def read(self, n: int = -1) -> str:
-        if not self.head:
-            return _as_latin1(self.text.read(n))
-        if n is None or n < 0:
-            out, self.head = self.head + _as_latin1(self.text.read()), ""
-        else:
-            out, self.head = self.head[:n], self.head[n:]
-        return out
-
     def __iter__(self):
         return iter(self.readline, "")
 
@@ -269,55 +282,105 @@ def _open_stream(input_path: str) -> _Stream:
         if sys.stdin is None or sys.stdin.closed:
             raise DataError("--input -: stdin is closed, so there is nothing to read. Pipe a CSV in "
                             "(cat tweets.csv | sendit predict MODEL_DIR --input -) or pass --input FILE.csv.")
-        return _Stream(sys.stdin.buffer)
-    path = Path(input_path)
-    if not path.is_file():
+        return _Stream(uncompressed(sys.stdin.buffer, "--input - (stdin)", DataError, close=False))
+    if not os.path.exists(input_path):
         raise DataError(f"--input '{input_path}' does not exist or is not a file. Pass a CSV file with a "
                         f"header and a text column, or '-' to read the CSV from stdin.")
-    return _Stream(gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb"))
+    return _Stream(open_input(input_path, f"--input '{input_path}'", DataError))
 
 
 def read_chunks(input_path: str, text_column: str = "text", chunk_size: int = 10_000,
-                reserved: tuple[str, ...] = ()) -> Iterator:
+                reserved: tuple[str, ...] = (), bad_rows: str = "error", dropped: Counter | None = None) -> Iterator:
     """The CSV (or '-' = stdin) as DataFrames of chunk_size rows, every column as the text it was in the file.
 
     The headerless six-column Sentiment140 file is recognised by its first line and gets the column names
-    target, id, date, query, user, text. An input that already has a `reserved` column is refused."""
-    import pandas as pd
-
+    target, id, date, query, user, text. An input that already has a `reserved` column is refused. A row with
+    more or fewer fields than the header is an error naming its line, or with `bad_rows` 'skip' left out and
+    counted in `dropped` (as `malformed_row`, the reason training data uses)."""
     where = "stdin" if input_path == "-" else input_path
     stream = _open_stream(input_path)
-    head = stream.first_line()
-    if not head.strip():
-        raise DataError(f"--input {where}: the input is empty (the first line must be a CSV header).")
-    first = next(csv.reader([head]), [])
-    names = None
-    if text_column not in first and is_sentiment140(first):
-        names = list(SENTIMENT140_COLUMNS)
-    elif text_column not in first:
-        raise DataError(f"--input {where}: no '{text_column}' column in the header (found "
-                        f"{', '.join(first) or 'nothing'}). Pass --text-column NAME, or add a header line.")
-    dup = [c for c in reserved if c in (names or first)]
-    if dup:
-        raise DataError(f"--input {where} already has a '{dup[0]}' column (is it an output of sendit predict?). "
-                        f"Drop or rename it first so the prediction does not overwrite it.")
     try:
-        rows = 0
-        for chunk in pd.read_csv(stream, chunksize=chunk_size, dtype=str, keep_default_na=False,
-                                 header=None if names else "infer", names=names):
-            rows += len(chunk)
-            if len(chunk):
-                yield chunk
-        if not rows:
-            raise DataError(f"--input {where}: the file has a header but no rows, so there is nothing to predict.")
-    except pd.errors.ParserError as e:
-        raise DataError(f"--input {where}: malformed CSV ({e}). Check the quoting and the number of fields "
-                        f"on that line.") from None
+        names, header = _header(stream, where, text_column, reserved)
+        yield from _row_chunks(stream, where, names, header, chunk_size, bad_rows, dropped)
     finally:
         if input_path == "-":
             stream.text.detach()  # leave sys.stdin usable (and open) for the caller
         else:
             stream.text.close()
+
+
+def _header(stream: _Stream, where: str, text_column: str, reserved: tuple[str, ...]) -> tuple[list[str], bool]:
+    """The input's columns, and whether its first line is a header (not when it is the headerless Sentiment140
+    file). The first line stays in the stream either way, so that line numbers count from the top."""
+    head = stream.first_line()
+    if not head.strip():
+        raise DataError(f"--input {where}: the input is empty (the first line must be a CSV header).")
+    problem = format_problem(head[:8].encode("latin-1", "replace"))  # Parquet: the compressed formats are undone
+    if problem or "\x00" in head:
+        raise DataError(f"--input {where} is {problem or 'binary (its first line holds NUL bytes)'}, not a CSV "
+                        f"file. Pass a CSV with a header and a text column.")
+    first = next(csv.reader([head]), [])
+    if text_column not in first and is_sentiment140(first):
+        names = SENTIMENT140_NAMES
+    elif text_column not in first:
+        raise DataError(f"--input {where}: no '{text_column}' column in the header (found "
+                        f"{', '.join(first) or 'nothing'}). Pass --text-column NAME, or add a header line.")
+    else:
+        names = _unique(first)
+    dup = [c for c in reserved if c in names]
+    if dup:
+        raise DataError(f"--input {where} already has a '{dup[0]}' column (is it an output of sendit predict?). "
+                        f"Drop or rename it first so the prediction does not overwrite it.")
+    return names, names is not SENTIMENT140_NAMES
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Header names made unique as pandas makes them: a second 'x' becomes 'x.1'."""
+    seen: Counter = Counter()
+    out = []
+    for name in names:
+        out.append(f"{name}.{seen[name]}" if seen[name] else name)
+        seen[name] += 1
+    return out
+
+
+def _row_chunks(stream: _Stream, where: str, names: list[str], header: bool, chunk_size: int, bad_rows: str,
+                dropped: Counter | None) -> Iterator:
+    import pandas as pd
+
+    numbered = _numbered(csv.reader(stream, strict=True))
+    n, rows, total, skipped = len(names), [], 0, 0
+    try:
+        if header:
+            next(numbered, None)
+        for line, row in numbered:
+            if not row:
+                continue  # a blank line, as pandas skips them
+            if len(row) != n:
+                if bad_rows != "skip":
+                    raise DataError(
+                        f"--input {where}, line {line}: expected {n} fields ({', '.join(names)}), found {len(row)} "
+                        f"({'a missing field' if len(row) < n else 'an unquoted comma in the text?'}). Fix the row, "
+                        f"or pass --bad-rows skip to leave such rows out (they are counted).")
+                skipped += 1
+                continue
+            rows.append(row)
+            if len(rows) == chunk_size:
+                total += len(rows)
+                yield pd.DataFrame(rows, columns=names)
+                rows = []
+    except DataError as e:
+        if str(e).startswith("line "):
+            raise DataError(f"--input {where}, {e}") from None
+        raise
+    finally:
+        if dropped is not None and skipped:
+            dropped["malformed_row"] += skipped
+    if rows:
+        yield pd.DataFrame(rows, columns=names)
+    elif not total:
+        why = f" ({skipped} malformed rows were skipped)" if skipped else ""
+        raise DataError(f"--input {where}: the file has a header but no rows{why}, so there is nothing to predict.")
 
 
 def read_texts(path: str | Path, column: str = "text") -> list[str]:
@@ -327,10 +390,11 @@ def read_texts(path: str | Path, column: str = "text") -> list[str]:
         return [text for chunk in read_chunks(str(path), column) for text in chunk[column]]
     import pandas as pd
 
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"'{path}' does not exist or is not a file. Pass a JSON-lines file with a '{column}' key.")
+    raw = _read_bytes(path)
     try:
-        df = pd.read_json(path, lines=True)
+        df = pd.read_json(io.BytesIO(raw), lines=True)
     except (ValueError, OSError) as e:
         raise DataError(f"{path}: could not be read as JSON lines ({' '.join(str(e).split())}). Check that each "
                         f"line is one JSON object.") from None

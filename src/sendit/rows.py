@@ -76,7 +76,7 @@ def collect(path: Path, items, cfg: DataConfig, expect_cols: int | None = None,
         raise
     reading = Reading(seen, cfg.label_map, classes or (class_names(cfg.labels) if cfg.labels else None), spelling)
     if reading.ambiguous:
-        raise DataError(_ambiguous_labels(path, reading.ambiguous, seen))
+        raise DataError(_ambiguous_labels(path, reading.ambiguous, seen, fixed=classes is not None))
     keep, labels = [], []
     for i, k in enumerate(keys):
         label = reading.ids.get(k, -1)
@@ -86,7 +86,7 @@ def collect(path: Path, items, cfg: DataConfig, expect_cols: int | None = None,
             keep.append(i)
             labels.append(label)
     if reading.unknown:
-        _unknown_labels(path, reading, seen, spelling, keys, lines, cfg, dropped)
+        _unknown_labels(path, reading, seen, spelling, keys, lines, cfg, dropped, fixed=classes is not None)
     if not keep:
         why = f"dropped: {dict(dropped)}" if dropped else "it has no data rows"
         raise DataError(f"{path}: no usable rows ({why}). Check the file's columns and labels.")
@@ -94,8 +94,9 @@ def collect(path: Path, items, cfg: DataConfig, expect_cols: int | None = None,
 
 
 def _unknown_labels(path: Path, reading: Reading, seen: Counter, spelling: dict, keys: list, lines: list,
-                    cfg: DataConfig, dropped: Counter) -> None:
-    """Values outside the classes: an error that says how to read them, or (--bad-rows skip) dropped rows."""
+                    cfg: DataConfig, dropped: Counter, fixed: bool) -> None:
+    """Values outside the classes: an error that says how to read them, or (--bad-rows skip) dropped rows.
+    `fixed`: the classes are the caller's (a model's, a run's), so --labels cannot widen them."""
     if cfg.bad_rows != "error":
         dropped["unknown_label"] += sum(seen[k] for k in reading.unknown)
         return
@@ -113,9 +114,9 @@ def _unknown_labels(path: Path, reading: Reading, seen: Counter, spelling: dict,
         expected = "the expected set (0/4 or 0/1, 2 = neutral, negative/positive)"
         example = ", ".join(f"{short(spelling[k])}: {y}" for k, y in zip(sorted(unknown)[:2], (0, 4)))
         every = ",".join(sorted((spelling[k] for k in seen if k), key=str.lower))
+        widen = "" if fixed else f"train on every value as a class with --labels {every}, "
         fix = (f"Map them with --label-map \"{{{example}}}\" (0 = negative, 4 or 1 = positive, 2 = neutral, "
-               f"dropped), train on every value as a class with --labels {every}, or pass --bad-rows skip to "
-               f"drop them.")
+               f"dropped), {widen}or pass --bad-rows skip to drop them.")
     raise DataError(f"{path}: labels outside {expected}: {counts}{more}. {fix}")
 
 
@@ -133,18 +134,21 @@ def _not_a_tweet(text: object) -> tuple[str, str] | None:
     return None
 
 
-def _ambiguous_labels(path: Path, values: list[str], seen: Counter) -> str:
+def _ambiguous_labels(path: Path, values: list[str], seen: Counter, fixed: bool) -> str:
+    """`fixed`: the classes are the caller's (a model's, a run's), so only --label-map can say what values mean."""
     counts = ", ".join(f"{v} ({seen[v]} rows)" for v in values)
     middle = (len(values) - 1) / 2
     example = ", ".join(f"{v}: {'negative' if i < middle else 'neutral' if i == middle else 'positive'}"
                         for i, v in enumerate(values))
     # 0/1/2 as ids of three named classes; other values (1-5, -1/0/1) as names of their own
     names = "negative,neutral,positive" if values == ["0", "1", "2"] else ",".join(values)
+    widen = "" if fixed else (
+        f", or name the classes with --labels, e.g. --labels{'=' if names.startswith('-') else ' '}{names} "
+        f"(integers 0..k-1 are then read as positions in --labels, other values as names; the names are the classes)")
     return (f"{path}: the labels {counts} have no single reading: 0/1/2 are negative/neutral/positive in TweetEval "
             f"but 0/1 plus a neutral 2 elsewhere, 1-5 look like ratings, -1/0/1 like polarities. Say what each value "
-            f"means with --label-map, e.g. --label-map \"{{{example}}}\" (neutral rows are dropped and counted), or "
-            f"name the classes with --labels, e.g. --labels{'=' if names.startswith('-') else ' '}{names} (integers 0..k-1 are then read as positions in "
-            f"--labels, other values as names; the names are the classes).")
+            f"means with --label-map, e.g. --label-map \"{{{example}}}\" (neutral rows are dropped and counted)"
+            f"{widen}.")
 
 
 def short(value: object, width: int = 40) -> str:

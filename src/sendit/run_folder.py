@@ -23,6 +23,7 @@ import yaml
 
 from sendit import __version__
 from sendit.config import ConfigError
+from sendit.fileio import as_write_error, write_target
 
 RESULTS = "{method}_results.csv"
 EPOCH_LOGS = "{method}_epoch_logs.csv"
@@ -58,7 +59,8 @@ def shareable(path: str | Path | int, folder: bool = False) -> None:
 
 def temp_beside(path: Path) -> tuple[int, str]:
     """An open temporary file in path's folder (the same file system, so os.replace into path is atomic), with
-    the permissions of any other file written: (descriptor, name)."""
+    the permissions of any other file written: (descriptor, name). `path` is where the write lands: pass
+    `write_target(path)`, so that a symbolic link is written through rather than replaced."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -72,8 +74,8 @@ def temp_beside(path: Path) -> tuple[int, str]:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder, synced and renamed into place, so a reader never sees a
-    half-written file and a crash leaves the old one."""
-    path = Path(path)
+    half-written file and a crash (or a full disk) leaves the old one. A symbolic link is written through."""
+    path = write_target(path)
     fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -279,6 +281,11 @@ def writing(run_dir: Path) -> Iterator[Path]:
         raise RunInterrupted(run_dir) from None
     except OSError as e:
         raise RunStopped(run_dir, e) from e
+    except Exception as e:  # a full disk as safetensors, torch or tokenizers report it
+        full = as_write_error(e)
+        if full is None:
+            raise
+        raise RunStopped(run_dir, full) from e
     finally:
         Path(run_dir / LOCK).unlink(missing_ok=True)  # still held here: nobody else can be using this file
         os.close(fd)

@@ -24,6 +24,7 @@ from sendit.config import ConfigError
 from sendit.device import Processes
 from sendit.batching import Encoded
 from sendit.engine import predict
+from sendit.fileio import as_write_error
 from sendit.models import ModelError, num_layers, resolve
 from sendit.model_folder import MANIFEST, SenditModel, base_model_path
 
@@ -155,8 +156,15 @@ def cached_teacher_logits(
         logits = torch.from_numpy(predict(t.model, train, None, batch_size, precision=t.precision).logits)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        save_file({"logits": logits.contiguous()}, str(tmp))
-        tmp.replace(path)
+        try:
+            save_file({"logits": logits.contiguous()}, str(tmp))
+            tmp.replace(path)
+        except Exception as e:  # a full disk: no half-written cache is left, and the message names it
+            tmp.unlink(missing_ok=True)
+            full = as_write_error(e, path)
+            if full is None or full is e:
+                raise
+            raise full from e
         log(f"teacher logits over {len(train)} training tweets: {time.perf_counter() - t0:.0f} s, cached in {path}")
     elif accelerator.is_main_process:
         log(f"teacher logits reused from {path}")
