@@ -20,6 +20,7 @@ from sendit.batching import encode
 from sendit.engine import Predictions, predict
 from sendit.measure import size_mb
 from sendit.methods import get_method
+from sendit.onnx_folder import OnnxModel, is_onnx_folder, load_onnx
 from sendit.models import ModelError, load_model, load_tokenizer
 from sendit.run_folder import atomic_write_text
 from sendit.verbosity import quiet_libraries
@@ -74,8 +75,10 @@ class SenditModel:
         ]
 
 
-def load(folder: str | Path, merge: bool = True, precision: str = "auto", trust_remote_code: bool = False) -> SenditModel:
-    """Load a model folder written by `sendit run`/`train` (RUN_DIR/<method>).
+def load(folder: str | Path, merge: bool = True, precision: str = "auto",
+         trust_remote_code: bool = False) -> SenditModel | OnnxModel:
+    """Load a model folder written by `sendit run`/`train` (RUN_DIR/<method>) or `sendit export`; an ONNX export
+    (model.onnx) comes back as an OnnxModel, which predicts with ONNX Runtime through the same methods.
 
     Args:
         folder: the method's model folder.
@@ -85,6 +88,8 @@ def load(folder: str | Path, merge: bool = True, precision: str = "auto", trust_
         trust_remote_code: allow custom model code from the hub for the base model.
     """
     folder = Path(folder)
+    if is_onnx_folder(folder):
+        return load_onnx(folder, precision)
     manifest_path = folder / MANIFEST
     if not manifest_path.exists():
         hint = ""
