@@ -30,6 +30,20 @@ def save_tiny_opt(folder: Path, seed: int = 0, **kw) -> Path:
     return folder
 
 
+def save_tiny_bert(folder: Path) -> Path:
+    """A randomly initialised tiny BERT (an encoder) with the embedded model's tokenizer, saved like a checkpoint."""
+    from transformers import BertConfig
+
+    from sendit.models import load_tokenizer, model_from_config
+
+    tok = load_tokenizer("embedded")
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=160)
+    model_from_config(config, tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def tiny_run_args(model: Path, out: Path, methods: str = "bitfit,lora", *extra: str) -> list[str]:
     """CLI arguments for a seconds-long run of a tiny model on the embedded tweets."""
     return ["run", "--model", str(model), "--methods", methods, "--train-size", "96", "--val-size", "32",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import decided, paths_atol, save_tiny_opt, tiny_run_args
+from helpers import decided, paths_atol, save_tiny_bert, save_tiny_opt, tiny_run_args
 
 import sendit
 from sendit.cli import main
@@ -51,19 +51,6 @@ json.dump(out, open(sys.argv[2], "w"))
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_bert(folder: Path) -> Path:
-    from transformers import BertConfig
-
-    from sendit.models import load_tokenizer, model_from_config
-
-    tok = load_tokenizer("embedded")
-    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=160)
-    model_from_config(config, tok).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
 def export_and_pipeline(root: Path, opt_methods: list[str], bert: bool) -> dict:
     """Tiny OPT runs of opt_methods (plus a tiny BERT LoRA), each exported (merged), and the plain pipeline's
     probabilities for every folder, from one subprocess."""
@@ -71,7 +58,7 @@ def export_and_pipeline(root: Path, opt_methods: list[str], bert: bool) -> dict:
     assert main(tiny_run_args(opt, root / "run-opt", ",".join(opt_methods))) == 0
     sources = {m: root / "run-opt" / m for m in opt_methods}
     if bert:
-        assert main(tiny_run_args(tiny_bert(root / "tiny-bert"), root / "run-bert", "lora")) == 0
+        assert main(tiny_run_args(save_tiny_bert(root / "tiny-bert"), root / "run-bert", "lora")) == 0
         sources["bert-lora"] = root / "run-bert" / "lora"
     folders = {name: export(src, root / "exported" / name) for name, src in sources.items()}
     jobs = root / "jobs.json"

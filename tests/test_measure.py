@@ -33,3 +33,17 @@ def test_resident_memory_gives_back_what_was_freed():
     grown = resident_mb(device)
     del blocks
     assert grown - before > 150 and resident_mb(device) - before < 50
+
+
+def test_a_block_inside_another_hands_the_peak_it_resets_to_the_outer_one():
+    """A tune trial measures features + fit in one block while fit measures each epoch in its own; both reset the
+    one per-process peak counter, so the trial's block must still see an earlier epoch's peak."""
+    from sendit.measure import PeakMemory
+
+    device = torch.device("cpu")
+    with PeakMemory(device) as outer:
+        with PeakMemory(device):  # epoch 1: 200 MB at its peak, freed at its end
+            np.ones(200 * 2**20 // 8).sum()
+        with PeakMemory(device):  # epoch 2: little
+            pass
+    assert outer.peak_mb - outer.start_mb > 150

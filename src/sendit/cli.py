@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from sendit.config import ConfigError, field_default
+from sendit.config import ConfigError, DataConfig, field_default
 from sendit.distill_config import DistillConfig
 from sendit.flags import add_config_flags, add_field_flags, config_overrides
 from sendit.verbosity import set_level
@@ -104,11 +104,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from sendit.config import DataConfig
+    from sendit.config import load_config
     from sendit.data import describe
     from sendit.reading import read_source, read_test_file
 
-    cfg = DataConfig(bad_rows=args.bad_rows, normalize=args.normalize != "false", encoding=args.encoding)
+    labels = load_config(None, {k: getattr(args, k) for k in ("labels", "label_map")}).data  # coerced, checked
+    cfg = DataConfig(bad_rows=args.bad_rows, normalize=args.normalize != "false", encoding=args.encoding,
+                     labels=labels.labels, label_map=labels.label_map)
     table = read_test_file(args.source, cfg) if args.test_file else read_source(args.source, cfg)
     tokenizer = None
     if args.model:
@@ -287,6 +289,7 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--bad-rows", default="skip", choices=["error", "skip"], help="what to do with bad rows")
     p.add_argument("--normalize", default="true", choices=["true", "false"], help="normalise tweets first")
     p.add_argument("--encoding", default="auto", metavar="CODEC", help="text encoding: auto (UTF-8, else latin-1), utf-8, latin-1, ...")
+    add_field_flags(p, [f for f in dataclasses.fields(DataConfig) if f.name in ("labels", "label_map")])
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("report", help="figures, tables, statistics and index.html from run folders")

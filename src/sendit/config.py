@@ -72,9 +72,12 @@ class DataConfig:
     normalize: bool = _f(
         True, "normalise tweets: unescape HTML entities (&quot;), URLs -> 'http', @mentions -> '@user'"
     )
-    label_map: dict = _f(
-        {}, "extra label mapping, e.g. {'neg': 0, 'pos': 4}; values are mapped like Sentiment140's 0/4"
-    )
+    label_map: dict = _f({}, "extra label mapping, e.g. {'neg': 0, 'pos': 4}; values are mapped like Sentiment140's "
+                         "0/4 (or to a name of --labels)")
+    labels: list | None = _f(None, "the classes in order (class i = the i-th name), e.g. negative,neutral,positive. "
+                             "Default: negative,positive for sentiment labels (neutral dropped), else the data's words")
+    class_balance: str = _f("none", "skewed classes: 'none', 'weight' (loss weighted by inverse class frequency) or "
+                            "'sample' (a training split with equal rows per class)")
     max_length: int = _f(128, "truncate tweets to this many tokens (batches are padded dynamically)")
     extra_train_file: str | None = _f(
         None, "optional label,text CSV whose rows are added to the training split only"
@@ -280,6 +283,7 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if name == "seeds":
             value = [_integer(name, v) for v in value]
+        value = [str(v).strip() for v in value] if name == "labels" else value  # YAML reads [0, 2] as numbers
         return list(value)
     if t.startswith("dict"):
         if isinstance(value, str):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sendit.config import DataConfig
+from sendit.labels import counts, is_binary
 from sendit.reading import read_source, read_table, read_test_file
 from sendit.rows import DataError, Table
 
@@ -64,11 +65,17 @@ class Splits:
                 "train": len(self.train), "val": len(self.val), "heldout": len(self.test),
                 "manual": len(self.manual) if self.manual is not None else 0,
             },
+            "labels": list(self.classes),
             "label_balance": {
-                name: {"negative": int((t.labels == 0).sum()), "positive": int((t.labels == 1).sum())}
-                for name, t in (("train", self.train), ("val", self.val), ("heldout", self.test))
+                name: counts(t.labels, self.classes)
+                for name, t in (("train", self.train), ("val", self.val), ("heldout", self.test),
+                                *((("test_file", self.manual),) if self.manual is not None else ()))
             },
         }
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.train.classes
 
 
 def dedupe(table: Table, drop: set[str] = frozenset()) -> tuple[Table, Counter]:
@@ -104,16 +111,21 @@ def split_sizes(values: list[float], n: int) -> list[int]:
     return sizes
 
 
-def stratified_split(labels: np.ndarray, sizes: list[int], seed: int) -> list[np.ndarray]:
-    """Disjoint index sets of the requested sizes with the source's class balance, deterministic in seed."""
+def stratified_split(labels: np.ndarray, sizes: list[int], seed: int, balanced_first: bool = False) -> list[np.ndarray]:
+    """Disjoint index sets of the requested sizes with the source's class balance, deterministic in seed; with
+    `balanced_first` the first set (the training split) takes equal rows of every class instead, as far as each
+    class has rows (--class-balance sample), and the others the source's balance."""
     rng = np.random.default_rng(seed)
     by_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)}
     frac = {c: len(ix) / len(labels) for c, ix in by_class.items()}
     pos = dict.fromkeys(by_class, 0)
     out = []
-    for size in sizes:
+    for i, size in enumerate(sizes):
         quotas = {c: int(round(size * f)) for c, f in frac.items()}
         quotas[max(frac, key=frac.get)] += size - sum(quotas.values())  # rounding remainder
+        if balanced_first and i == 0:
+            quotas = {c: min(size // len(frac) + (j < size % len(frac)), len(by_class[c]))
+                      for j, c in enumerate(frac)}
         # When the splits take (nearly) every row, rounding can ask a class for rows it no longer has.
         quotas = _within(quotas, {c: len(by_class[c]) - pos[c] for c in by_class})
         part = []
@@ -141,7 +153,8 @@ def _within(quotas: dict, room: dict) -> dict:
 def load_splits(cfg: DataConfig) -> Splits:
     """Read, normalise, deduplicate and split. The split depends on `split_seed` only."""
     source = read_source(cfg.data, cfg)
-    manual = read_test_file(cfg.test_file, cfg) if cfg.test_file not in (None, "none", "") else None
+    classes = source.classes
+    manual = read_test_file(cfg.test_file, cfg, classes) if cfg.test_file not in (None, "none", "") else None
     dropped = {"data": Counter(source.dropped)}
     rows_read = {"data": len(source) + sum(source.dropped.values())}
     if manual is not None:
@@ -167,11 +180,9 @@ def load_splits(cfg: DataConfig) -> Splits:
             f"--test-size or use fractions."
         )
     if len(np.unique(source.labels)) < 2:
-        raise DataError(f"{source.source}: only {'negative' if source.labels[0] == 0 else 'positive'} tweets "
-                        f"({n} rows); a sentiment classifier needs both negative and positive tweets. Check the "
-                        f"label column (and --label-map).")
-    tr, va, te = stratified_split(source.labels, sizes, cfg.split_seed)
-    if len(np.unique(source.labels[tr])) < 2:
+        raise DataError(_one_class(source, n))
+    tr, va, te = stratified_split(source.labels, sizes, cfg.split_seed, cfg.class_balance == "sample")
+    if len(np.unique(source.labels[tr])) < 2 and is_binary(classes):
         neg, pos = int((source.labels == 0).sum()), int((source.labels == 1).sum())
         raise DataError(
             f"{source.source}: the {len(tr)}-row training split holds only "
@@ -182,14 +193,30 @@ def load_splits(cfg: DataConfig) -> Splits:
     train = source.subset(tr, "train")
     val, test = source.subset(va, "val"), source.subset(te, "heldout")
     if cfg.extra_train_file:
-        extra = read_table(cfg.extra_train_file, cfg, flag="--extra-train-file")
+        extra = read_table(cfg.extra_train_file, cfg, flag="--extra-train-file", classes=classes)
         dropped["extra_train_file"] = Counter(extra.dropped)
         extra = _normalised(extra, cfg, dropped["extra_train_file"])
         held = set(val.texts) | set(test.texts) | set(train.texts) | (set(manual.texts) if manual else set())
         extra, d = dedupe(extra, drop=held)
         dropped["extra_train_file"].update(d)
-        train = Table(train.texts + extra.texts, np.concatenate([train.labels, extra.labels]), "train")
+        train = Table(train.texts + extra.texts, np.concatenate([train.labels, extra.labels]), "train",
+                      classes=classes)
+    missing = [c for i, c in enumerate(classes) if not (train.labels == i).any()]
+    if missing:
+        raise DataError(f"{source.source}: the {len(train)}-row training split has no tweets of the class(es) "
+                        f"{', '.join(missing)} (the source has {counts(source.labels, classes)} after cleaning); a "
+                        f"classifier cannot learn a class it never sees. Raise --train-size, add tweets of those "
+                        f"classes, or leave them out of --labels.")
     return Splits(train, val, test, manual, dropped, rows_read)
+
+
+def _one_class(source: Table, n: int) -> str:
+    name = source.classes[source.labels[0]]
+    if is_binary(source.classes):
+        return (f"{source.source}: only {name} tweets ({n} rows); a sentiment classifier needs both negative and "
+                f"positive tweets. Check the label column (and --label-map).")
+    return (f"{source.source}: only {name} tweets ({n} rows) of the classes {', '.join(source.classes)}; a "
+            f"classifier needs at least two. Check the label column (and --labels, --label-map).")
 
 
 def _normalised(table: Table, cfg: DataConfig, dropped: Counter) -> Table:
@@ -198,7 +225,7 @@ def _normalised(table: Table, cfg: DataConfig, dropped: Counter) -> Table:
     texts = [normalize_tweet(t) for t in table.texts]
     keep = np.asarray([i for i, t in enumerate(texts) if t], dtype=np.int64)
     dropped["empty_after_normalisation"] += len(texts) - len(keep)
-    return Table([texts[i] for i in keep], table.labels[keep], table.source)
+    return Table([texts[i] for i in keep], table.labels[keep], table.source, classes=table.classes)
 
 
 def token_lengths(tokenizer, texts: list[str]) -> np.ndarray:
@@ -210,7 +237,7 @@ def describe(table: Table, tokenizer=None) -> dict:
     info = {
         "source": table.source,
         "rows": len(table),
-        "labels": {"negative": int((table.labels == 0).sum()), "positive": int((table.labels == 1).sum())},
+        "labels": counts(table.labels, table.classes),
         "dropped": dict(table.dropped),
     }
     if tokenizer is not None and len(table):

@@ -39,7 +39,8 @@ from sendit.distill_config import DistillConfig, distill_config
 from sendit.flags import config_overrides
 from sendit.device import resolve_precision
 from sendit.batching import encode
-from sendit.engine import TrainingError
+from sendit.engine import TrainingError, class_weights
+from sendit.labels import BINARY
 from sendit.methods import get_method
 from sendit.models import ModelError, load_model, load_tokenizer, num_layers, resolve
 from sendit.run_folder import (
@@ -149,8 +150,12 @@ def distill_stage(ctx: Context, stage: Stage, teacher_dir: Path, d: DistillConfi
     teacher.cache_clear()  # the teacher's memory is the student's from here on
     base_path = base_model_path(folder, {"base_model": base})
 
+    classes = ctx.splits.classes
+    weights = class_weights(ctx.splits.train.labels, len(classes)) if cfg.data.class_balance == "weight" else None
+
     def loss_fn(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict]:
-        return kd_loss(logits, soft[batch["idx"]].to(logits.device), batch["labels"], d.kd_ratio, d.temperature)
+        return kd_loss(logits, soft[batch["idx"]].to(logits.device), batch["labels"], d.kd_ratio, d.temperature,
+                       None if weights is None else weights.to(logits.device))
 
     extra = {
         "teacher": _relative(teacher_dir, ctx.run_dir), "teacher_method": teacher_label(teacher_dir),
@@ -159,7 +164,7 @@ def distill_stage(ctx: Context, stage: Stage, teacher_dir: Path, d: DistillConfi
     }
     ctx.log(f"{stage.label} (seed {seed}): student = {init}, taught by {teacher_dir} (kd_ratio {d.kd_ratio:g}, "
             f"T {d.temperature:g})")
-    train_method(_with_tokenizer(ctx, tok), d.method, seed, model_factory=lambda: load_model(base_path, tok),
+    train_method(_with_tokenizer(ctx, tok), d.method, seed, model_factory=lambda: load_model(base_path, tok, classes=classes),
                  loss_fn=loss_fn, label=stage.label, extra_results=extra, base_model=base)
     return folder
 
@@ -189,6 +194,11 @@ def distill(cfg: RunConfig, d: DistillConfig, out: str | Path | None = None, rep
         raise ConfigError(f"--out '{run_dir}' already exists, is not empty and is not a sendit run folder, so no "
                           f"students are written into it. Pass another --out.")
     splits = load_data(cfg)  # every data file read before anything is written
+    taught = tuple(read_json(teacher / MANIFEST).get("labels") or BINARY)
+    if taught != splits.classes:
+        raise ConfigError(f"the teacher {teacher} was trained on the classes {', '.join(taught)}, the data has "
+                          f"{', '.join(splits.classes)}: a student learns the teacher's classes. Pass the teacher's "
+                          f"data settings (--labels, --label-map), or another teacher.")
     # Under `accelerate launch` every process runs this; the main one owns the folder (one writer at a time).
     with writing(run_dir) if os.environ.get("RANK", "0") == "0" else nullcontext(run_dir):
         return _distill_into(run_dir, cfg, d, teacher, stages, splits, report, log)

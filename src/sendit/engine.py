@@ -48,10 +48,33 @@ def cross_entropy(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict
     return loss, {}
 
 
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse class frequency, n / (k * n_c) (1 for every class of a balanced split): --class-balance weight."""
+    n_c = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    return torch.as_tensor(len(labels) / (num_classes * np.maximum(n_c, 1.0)), dtype=torch.float32)
+
+
+def training_loss(class_balance: str, train_labels: np.ndarray, num_classes: int) -> LossFn:
+    """The loss of `sendit run` and `tune`: cross-entropy, weighted by inverse class frequency with
+    --class-balance weight."""
+    if class_balance != "weight":
+        return cross_entropy
+    return weighted_cross_entropy(class_weights(train_labels, num_classes))
+
+
+def weighted_cross_entropy(weights: torch.Tensor) -> LossFn:
+    """Cross-entropy with each row weighted by its class's weight (mean over the batch's weights, as torch does)."""
+
+    def loss_fn(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict]:
+        return F.cross_entropy(logits, batch["labels"], weight=weights.to(logits.device)), {}
+
+    return loss_fn
+
+
 # ------------------------------------------------------------------------------------------------ inference
 @dataclass
 class Predictions:
-    logits: np.ndarray  # (n, 2), in the input order
+    logits: np.ndarray  # (n, k classes), in the input order
     seconds: float
     tokens: int
 
@@ -117,7 +140,7 @@ def evaluate_loss(model: nn.Module, data: Encoded, accelerator: Processes, batch
                   precision: str = "fp32") -> dict:
     p = predict(model, data, accelerator, batch_size, precision=precision, desc="validation")
     nll = -np.log(np.clip(p.probs[np.arange(len(data)), data.labels], 1e-12, None)).mean()
-    m = classification_metrics(data.labels, p.preds)
+    m = classification_metrics(data.labels, p.preds, p.logits.shape[1])
     return {"loss": float(nll), "accuracy": m["accuracy"], "f1": m["f1_macro"]}
 
 

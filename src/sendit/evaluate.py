@@ -3,6 +3,7 @@ test-set CSVs, so that `sendit report` compares them like the methods of a run."
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -13,7 +14,8 @@ from sendit.metrics import classification_metrics
 from sendit.run_folder import (
     INFERENCE_SUMMARY, PREDICTIONS, append_rows, atomic_write_json, metrics_row, prediction_rows, versions,
 )
-from sendit.model_folder import load
+from sendit.labels import BINARY
+from sendit.model_folder import MANIFEST, load
 from sendit.report.load import EVALUATION_MANIFEST
 from sendit.verbosity import say
 from sendit.workflow import check_label
@@ -39,7 +41,9 @@ def evaluate_folder(model_dirs: str | Path | list[str | Path], data: str, out: s
     if len(dirs) > 1 and not out:
         raise ConfigError(f"{len(dirs)} model folders go into one evaluation folder: pass --out DIR (then "
                           f"sendit report DIR compares them).")
-    table = read_table(data, DataConfig(normalize=False), text_column=text_column, label_column=label_column)
+    classes = _classes(dirs)
+    table = read_table(data, DataConfig(normalize=False), text_column=text_column, label_column=label_column,
+                       classes=classes)
     out_dir = Path(out or dirs[0] / f"eval-{Path(data).stem}")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out '{out_dir}' is a file; evaluate writes a folder of CSV files. Pass another --out.")
@@ -55,23 +59,41 @@ def evaluate_folder(model_dirs: str | Path | list[str | Path], data: str, out: s
         del sm
     out_dir.mkdir(parents=True, exist_ok=True)
     for label, seed, folder, p in scored:
-        m = classification_metrics(table.labels, p.preds)
+        m = classification_metrics(table.labels, p.preds, len(classes))
         append_rows(out_dir, INFERENCE_SUMMARY, label, [metrics_row(
             m, p.seconds, p.tweets_per_sec, label, seed, test_set, dropped=sum(table.dropped.values()))],
             replace_seed=seed)
         append_rows(out_dir, PREDICTIONS, label, prediction_rows(
-            table.texts, table.labels, p.preds, p.probs[:, 1], label, seed, test_set), replace_seed=seed)
+            table.texts, table.labels, p.preds, p.probs, label, seed, test_set, classes), replace_seed=seed)
         ci = bootstrap_metric_ci(table.labels, p.preds)
         log(f"{label} on {test_set} ({m['n']} tweets): accuracy {m['accuracy']:.4f} (95% CI {ci['accuracy_lo']:.4f}"
             f"-{ci['accuracy_hi']:.4f})  F1 {m['f1_macro']:.4f}  ({p.tweets_per_sec:.0f} tweets/s)")
     atomic_write_json({
         "data": str(data), "test_set": test_set, "rows": len(table), "dropped": dict(table.dropped),
+        "labels": list(classes),
         "models": {label: str(folder.resolve()) for label, _, folder, _ in scored}, "precision": precision,
         "versions": versions(), "finished": datetime.now().isoformat(timespec="seconds"),
     }, out_dir / EVALUATION_MANIFEST)
     log(f"{dict(table.dropped) or 'no'} rows dropped from {data}; results: {out_dir}"
         + (f"  (compare them: sendit report {out_dir})" if len(scored) > 1 else ""))
     return out_dir
+
+
+def _classes(dirs: list[Path]) -> tuple[str, ...]:
+    """The class names the models were trained on (sendit_model.json's labels; older folders: negative/positive):
+    the file is read against them, so all models must share them."""
+    found = {}
+    for folder in dirs:
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+        except (OSError, ValueError):
+            continue  # not a model folder: load() says so, with a hint
+        found[folder] = tuple(manifest.get("labels") or BINARY) if isinstance(manifest, dict) else BINARY
+    if len(set(found.values())) > 1:
+        raise ConfigError("the model folders were trained on different classes (" + "; ".join(
+            f"{f}: {', '.join(c)}" for f, c in found.items()) + "), so no one file scores them all. Evaluate them "
+            "separately, each with its own --out.")
+    return next(iter(found.values()), BINARY)
 
 
 def _evaluation_label(folder: Path, method: str, taken: list[str]) -> str:

@@ -1,6 +1,6 @@
 """`sendit export`: a trained model folder as a standard Hugging Face folder that needs no sendit to use.
 
-The merged export (the default) holds config.json (id2label 0 = negative, 1 = positive), model.safetensors and the
+The merged export (the default) holds config.json (id2label from the run's classes: 0 = negative, 1 = positive by default), model.safetensors and the
 tokenizer: LoRA/DoRA/IA3 adapters are folded into the base weights (peft `merge_and_unload`), BitFit's biases and
 the trained head are written into the base model's tensors, a full fine-tune is copied. It loads with
 `transformers.pipeline("text-classification", model=DIR)` and gives the sendit model's predictions on raw tweets: the
@@ -195,13 +195,13 @@ def _is_adapter(src: Path) -> bool:
 
 def _write_merged(sendit_model, src: Path, folder: Path, weights: bool = True) -> dict:
     """The merged model's config, weights (unless not `weights`: an ONNX export writes its own) and tokenizer."""
-    from sendit.models import ID2LABEL, LABEL2ID
+    from sendit.models import label_maps
     from sendit.verbosity import quiet_libraries
 
     model, tokenizer, manifest = sendit_model.model.cpu(), sendit_model.tokenizer, sendit_model.manifest
     if hasattr(model, "peft_config"):
         raise ConfigError(f"{src}: the {manifest['method']} adapter could not be merged into the base model.")
-    model.config.id2label, model.config.label2id = dict(ID2LABEL), dict(LABEL2ID)
+    model.config.id2label, model.config.label2id = label_maps(sendit_model.classes)  # a pipeline names them
     model.config.problem_type = "single_label_classification"
     # Decoder models (OPT) find each text's last token from pad_token_id; without it a batched pipeline is wrong.
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -256,6 +256,7 @@ def _write_adapter(src: Path, folder: Path) -> dict:
 
 
 def _model_card(manifest: dict) -> str:
+    classes = manifest.get("labels") or ["negative", "positive"]
     if manifest.get("format") == "onnx":
         parity = manifest["parity"]
         kind = (f"model.onnx ({manifest['quantize'] or 'fp32'}) for ONNX Runtime, with the adapter, if any, merged "
@@ -266,21 +267,22 @@ def _model_card(manifest: dict) -> str:
                 'session = ort.InferenceSession("THIS_FOLDER/model.onnx")',
                 'enc = tok(tweets, padding=True, truncation=True, return_tensors="np")',
                 'logits = session.run(["logits"], {k: enc[k] for k in ("input_ids", "attention_mask")})[0]',
-                "labels = logits.argmax(-1)  # 0 = negative, 1 = positive"]
+                f"labels = logits.argmax(-1)  # {', '.join(f'{i} = {c}' for i, c in enumerate(classes))}"]
     elif manifest["merged"]:
         kind = "The adapter, if any, is merged into the weights: a plain transformers folder."
         code = ["from transformers import pipeline", "", 'clf = pipeline("text-classification", model="THIS_FOLDER")']
     else:
         kind = "A peft adapter folder: loading it needs peft and the base model named in adapter_config.json."
         code = ["from peft import AutoPeftModelForSequenceClassification", "",
-                'model = AutoPeftModelForSequenceClassification.from_pretrained("THIS_FOLDER")']
+                'model = AutoPeftModelForSequenceClassification.from_pretrained("THIS_FOLDER"'
+                + (f", num_labels={len(classes)}, ignore_mismatched_sizes=True)" if len(classes) != 2 else ")")]
     base = manifest["base_model"]
     base = "all-MiniLM-L6-v2 (sendit's embedded model)" if base == "embedded" else base
     lines = [
         "# Tweet sentiment classifier (SEND-IT export)",
         "",
         (f"Trained with `{manifest['trained_method']}` on base model `{base}`; labels: "
-         f"0 = negative, 1 = positive. {kind}"),
+         f"{', '.join(f'{i} = {c}' for i, c in enumerate(classes))}. {kind}"),
         "",
         "```python", *code, "```",
     ]

@@ -51,16 +51,17 @@ def resident_mb(device: torch.device) -> float:
 
 class PeakMemory:
     """Peak memory of a block: CUDA max allocated on GPU; on CPU the process's peak RSS (VmHWM), reset at entry
-    through /proc/self/clear_refs so each block gets its own peak. `delta_mb` is the peak over the memory in use
-    when the block started (the loaded model)."""
+    through /proc/self/clear_refs so each block gets its own peak. Both counters are one per process, so a block
+    opened inside another (an epoch of `fit` inside a tune trial) hands the peak it resets to the blocks around
+    it. `delta_mb` is the peak over the memory in use when the block started (the loaded model)."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.peak_mb = self.start_mb = 0.0
 
     def __enter__(self) -> PeakMemory:
+        _raise_peaks(_OPEN, self._peak_since_reset())
         if self.cuda:
-            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self.start_mb = torch.cuda.memory_allocated() / 2**20
         else:
@@ -70,18 +71,31 @@ class PeakMemory:
             except OSError:
                 pass
             self.start_mb = _rss_kb("VmRSS") / 1024
+        self.peak_mb = self.start_mb
+        _OPEN.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
+        _OPEN.remove(self)
+        _raise_peaks([*_OPEN, self], self._peak_since_reset())
+
+    def _peak_since_reset(self) -> float:
         if self.cuda:
             torch.cuda.synchronize()
-            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            self.peak_mb = max(_rss_kb("VmHWM") / 1024, self.start_mb)
+            return torch.cuda.max_memory_allocated() / 2**20
+        return _rss_kb("VmHWM") / 1024
 
     @property
     def delta_mb(self) -> float:
         return max(self.peak_mb - self.start_mb, 0.0)
+
+
+_OPEN: list[PeakMemory] = []  # the blocks open now, outermost first
+
+
+def _raise_peaks(blocks: list[PeakMemory], peak_mb: float) -> None:
+    for block in blocks:
+        block.peak_mb = max(block.peak_mb, peak_mb)
 
 
 class Timer:

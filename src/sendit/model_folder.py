@@ -56,6 +56,11 @@ class SenditModel:
         return (f"SenditModel(method={m.get('trained_method', m['method'])!r}, base_model={m['base_model']!r}, "
                 f"precision={self.precision!r}, device='{device}')")
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names in id order (run.json's and the config's id2label; older folders: negative/positive)."""
+        return tuple(self.manifest.get("labels") or ("negative", "positive"))
+
     def encode(self, texts: list[str]):
         if self.manifest.get("normalize", True):
             texts = [normalize_tweet(t) for t in texts]
@@ -67,12 +72,18 @@ class SenditModel:
                        desc="predict" if progress else None)
 
     def predict(self, texts: list[str], batch_size: int = 256) -> list[dict]:
-        """One dict per text: label (0 = negative, 1 = positive), label_name, prob_positive."""
-        probs = self.predict_proba(texts, batch_size).probs[:, 1]
-        return [
-            {"label": int(p >= 0.5), "label_name": "positive" if p >= 0.5 else "negative", "prob_positive": float(p)}
-            for p in probs
-        ]
+        """One dict per text: label (the class id; 0 = negative, 1 = positive for a binary model), label_name, and
+        prob_positive for a binary model, else one prob_<name> per class."""
+        return label_dicts(self.predict_proba(texts, batch_size).probs, self.classes)
+
+
+def label_dicts(probs, classes: tuple[str, ...]) -> list[dict]:
+    """`predict`'s dicts from class probabilities, for every kind of model folder (torch or ONNX)."""
+    if classes == ("negative", "positive"):
+        return [{"label": int(p >= 0.5), "label_name": "positive" if p >= 0.5 else "negative",
+                 "prob_positive": float(p)} for p in probs[:, 1]]
+    return [{"label": int(row.argmax()), "label_name": classes[int(row.argmax())],
+             **{f"prob_{c}": float(p) for c, p in zip(classes, row)}} for row in probs]
 
 
 def load(folder: str | Path, merge: bool = True, precision: str = "auto",
@@ -108,7 +119,8 @@ def load(folder: str | Path, merge: bool = True, precision: str = "auto",
     method = get_method(manifest["method"])
     base = base_model_path(folder, manifest)
     with quiet_libraries():  # peft's FutureWarnings about transformers internals
-        model = method.load(folder, lambda: load_model(base, tokenizer, trust_remote_code))
+        classes = manifest.get("labels")
+        model = method.load(folder, lambda: load_model(base, tokenizer, trust_remote_code, classes=classes))
         model.config.pad_token_id = tokenizer.pad_token_id
         if merge:
             model = method.merge(model)

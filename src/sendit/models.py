@@ -18,6 +18,12 @@ from sendit.verbosity import quiet_libraries, say
 EMBEDDED = "embedded"
 ID2LABEL = {0: "negative", 1: "positive"}
 LABEL2ID = {v: k for k, v in ID2LABEL.items()}
+
+
+def label_maps(classes: tuple[str, ...] | list[str] | None) -> tuple[dict[int, str], dict[str, int]]:
+    """A model config's id2label and label2id for class names in id order (None: the binary default)."""
+    id2label = dict(enumerate(classes)) if classes else dict(ID2LABEL)
+    return id2label, {v: k for k, v in id2label.items()}
 # Attribute names of the classification head on Hugging Face *ForSequenceClassification models.
 HEAD_NAMES = ("classifier", "score", "classification_head", "logits_proj")
 # The model attribute naming the parameters that no pretrained checkpoint supplied (set where models are built).
@@ -113,16 +119,19 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
 
 
 def load_model(name: str, tokenizer, trust_remote_code: bool = False, dtype: torch.dtype | None = None,
-               announce: bool = False) -> nn.Module:
-    """A 2-label sequence classifier with our id2label and the tokenizer's pad token wired in. With `announce`, a
-    base model without a 2-label head says (once) that a new one is trained; a saved model's head is loaded over
-    the new one afterwards, so loading a trained model announces nothing."""
+               announce: bool = False, classes: tuple[str, ...] | list[str] | None = None) -> nn.Module:
+    """A sequence classifier with one output per class (`classes`, default negative/positive), their names as
+    id2label, and the tokenizer's pad token wired in. With `announce`, a base model without such a head says
+    (once) that a new one is trained; a saved model's head is loaded over the new one afterwards, so loading a
+    trained model announces nothing."""
+    id2label, label2id = label_maps(classes)
     path = resolve(name)
     _check_exists(path)
     try:
         with quiet_libraries():  # their "MISSING ... newly initialized" table: sendit says it in its own words
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, trust_remote_code=trust_remote_code,
+                path, num_labels=len(id2label), id2label=id2label, label2id=label2id,
+                trust_remote_code=trust_remote_code,
                 ignore_mismatched_sizes=True, dtype=dtype or torch.float32, output_loading_info=True,
             )
     except (OSError, ValueError) as e:
@@ -135,7 +144,7 @@ def load_model(name: str, tokenizer, trust_remote_code: bool = False, dtype: tor
     new_head = any(k.split(".")[0] in HEAD_NAMES for k in getattr(model, NEW_PARAMETERS))
     if announce and new_head and name not in _ANNOUNCED:
         _ANNOUNCED.add(name)
-        say(f"{name}: new classification head (2 labels), trained by each method")
+        say(f"{name}: new classification head ({len(id2label)} labels), trained by each method")
     return model
 
 
@@ -151,10 +160,11 @@ def _why(e: Exception, fix: str) -> str:
     return f"{text}. {fix}"
 
 
-def model_from_config(config, tokenizer, seed: int = 0) -> nn.Module:
+def model_from_config(config, tokenizer, seed: int = 0, classes: tuple[str, ...] | list[str] | None = None) -> nn.Module:
     """A randomly initialised classifier of a given shape (tests, throughput benchmarks)."""
     torch.manual_seed(seed)
-    config.num_labels, config.id2label, config.label2id = 2, ID2LABEL, LABEL2ID
+    id2label, label2id = label_maps(classes)
+    config.num_labels, config.id2label, config.label2id = len(id2label), id2label, label2id
     config.pad_token_id = tokenizer.pad_token_id
     model = AutoModelForSequenceClassification.from_config(config)
     setattr(model, NEW_PARAMETERS, {n for n, _ in model.named_parameters()})  # no checkpoint: all are new

@@ -51,6 +51,11 @@ class OnnxModel:
         return (f"OnnxModel(method={m.get('trained_method', m['method'])!r}, base_model={m['base_model']!r}, "
                 f"precision={self.precision!r})")
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names in id order, as SenditModel.classes."""
+        return tuple(self.manifest.get("labels") or ("negative", "positive"))
+
     def encode(self, texts: list[str]):
         from sendit.batching import encode
         from sendit.data import normalize_tweet
@@ -68,7 +73,7 @@ class OnnxModel:
         texts = [texts] if isinstance(texts, str) else list(texts)
         data = self.encode(texts)
         lengths = data.lengths
-        logits = np.zeros((len(data), 2), dtype=np.float32)
+        logits = np.zeros((len(data), len(self.classes)), dtype=np.float32)
         t0 = time.perf_counter()
         for batch in token_batches(lengths, batch_size, MAX_TOKENS["cpu"]):
             width = int(lengths[batch].max())
@@ -81,12 +86,10 @@ class OnnxModel:
         return Predictions(logits, time.perf_counter() - t0, int(lengths.sum()))
 
     def predict(self, texts: list[str], batch_size: int = 256) -> list[dict]:
-        """One dict per text: label (0 = negative, 1 = positive), label_name, prob_positive."""
-        probs = self.predict_proba(texts, batch_size).probs[:, 1]
-        return [
-            {"label": int(p >= 0.5), "label_name": "positive" if p >= 0.5 else "negative", "prob_positive": float(p)}
-            for p in probs
-        ]
+        """One dict per text, as SenditModel.predict."""
+        from sendit.model_folder import label_dicts
+
+        return label_dicts(self.predict_proba(texts, batch_size).probs, self.classes)
 
 
 def load_onnx(folder: str | Path, precision: str = "auto", manifest: dict | None = None) -> OnnxModel:

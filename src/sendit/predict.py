@@ -1,4 +1,5 @@
-"""`sendit predict`: texts or a (large) CSV in, the input's columns plus `prediction` and `prob_positive` out.
+"""`sendit predict`: texts or a (large) CSV in, the input's columns plus `prediction` and `prob_positive` out (a
+model of other classes than negative/positive: `prediction`, `label_name` and one `prob_<name>` per class).
 
 A CSV is streamed in chunks, so memory stays bounded however many rows it has (the 1.6M-row Sentiment140 file
 included); the output is written to a temporary file and renamed into place at the end, or streamed to stdout
@@ -43,8 +44,8 @@ def predict_command(args: argparse.Namespace) -> int:
     first = next(chunks) if chunks is not None else None
     model = load(args.model_dir, precision=args.precision)
     if args.texts:
-        probs = model.predict_proba(args.texts, args.batch_size).probs[:, 1]
-        df = pd.DataFrame({"text": args.texts, "prediction": (probs >= 0.5).astype(int), "prob_positive": probs})
+        df = with_predictions(pd.DataFrame({"text": args.texts}),
+                              model.predict_proba(args.texts, args.batch_size).probs, model.classes)
         with _Output(args.output) as out:
             df.to_csv(out, index=False, float_format="%.6f")
         return 0
@@ -67,11 +68,26 @@ def check_output(output: str | None, input_path: str | None = None) -> None:
         raise DataError(f"--output '{output}' is the --input file; writing it would replace the tweets being "
                         f"read. Pass another --output.")
     with open(out, "rb") as f:
-        header = f.readline().decode("utf-8", "replace")
-    if not all(c in next(csv.reader([header]), []) for c in ADDED):
+        header = next(csv.reader([f.readline().decode("utf-8", "replace")]), [])
+    if "prediction" not in header or not any(c.startswith("prob_") for c in header):
         raise DataError(f"--output '{output}' already exists and is not an output of sendit predict (no "
-                        f"{' and '.join(ADDED)} columns), so it is not replaced. Pass another --output, or delete "
+                        f"prediction and prob_* columns), so it is not replaced. Pass another --output, or delete "
                         f"it first.")
+
+
+def with_predictions(frame: pd.DataFrame, probs, classes: tuple[str, ...]) -> pd.DataFrame:
+    """The frame with the predicted class and its probabilities: `prediction` (1 when P(positive) >= 0.5) and
+    `prob_positive` for a negative/positive model, as the study wrote them; else `prediction` (the class id, the
+    most probable class), `label_name` and `prob_<name>` for every class."""
+    if tuple(classes) == ("negative", "positive"):
+        frame["prediction"] = (probs[:, 1] >= 0.5).astype(int)
+        frame["prob_positive"] = probs[:, 1]
+        return frame
+    frame["prediction"] = probs.argmax(-1)
+    frame["label_name"] = [classes[i] for i in frame["prediction"]]
+    for i, name in enumerate(classes):
+        frame[f"prob_{name}"] = probs[:, i]
+    return frame
 
 
 class _Output:
@@ -113,16 +129,15 @@ def predict_csv(model: SenditModel, input_path: str, output: str | None, text_co
     """Stream input_path (or '-' = stdin) through the model chunk by chunk into output (None or '-' = stdout).
 
     Every row is kept, in order, with all its columns; `prediction` (0 = negative, 1 = positive) and
-    `prob_positive` are added. Empty texts are predicted too (the model sees only its special tokens), so row
+    `prob_positive` are added (other classes: `prediction`, `label_name`, `prob_<name>` per class). Empty texts are predicted too (the model sees only its special tokens), so row
     counts always match. Returns the number of rows."""
     n, t0 = 0, time.perf_counter()
     progress = tqdm(unit=" tweets", file=sys.stderr, desc="predict", disable=None, mininterval=1.0)
     chunks = chunks if chunks is not None else read_chunks(input_path, text_column, chunk_size, ADDED)
     with (writer := _Output(output)) as sink:
         for i, chunk in enumerate(chunks):
-            probs = model.predict_proba(chunk[text_column].tolist(), batch_size, progress=False).probs[:, 1]
-            chunk["prediction"] = (probs >= 0.5).astype(int)
-            chunk["prob_positive"] = probs
+            probs = model.predict_proba(chunk[text_column].tolist(), batch_size, progress=False).probs
+            chunk = with_predictions(chunk, probs, getattr(model, "classes", ("negative", "positive")))
             chunk.to_csv(sink, index=False, header=i == 0, float_format="%.6f")
             n += len(chunk)
             progress.update(len(chunk))

@@ -1,9 +1,9 @@
 """Reading tabular input, files and streams: every CSV/JSONL/Parquet file sendit reads, and the CSV stream that
 `sendit predict --input` works through chunk by chunk.
 
-The labelled readers return a `Table` (texts, 0/1 labels) plus a `Counter` of dropped rows by reason, so that a run
-can say exactly what it left out. Labels: Sentiment140's 0 = negative and 4 = positive become 0 and 1; its neutral
-2 is dropped and counted. Encoding "auto" is UTF-8, else latin-1 (the encoding of Sentiment140's own files, which
+The labelled readers return a `Table` (texts, class ids) plus a `Counter` of dropped rows by reason, so that a run
+can say exactly what it left out. Labels become class ids as `labels.py` says (by default Sentiment140's 0 = negative
+and 4 = positive become 0 and 1, its neutral 2 dropped and counted; `--labels` keeps any set). Encoding "auto" is UTF-8, else latin-1 (the encoding of Sentiment140's own files, which
 any byte decodes): a file is decided as a whole, a stream (stdin, a 1.6M-row file read in chunks) cannot be read
 ahead, so there a byte sequence that is not UTF-8 is read as latin-1 where it stands.
 """
@@ -26,6 +26,9 @@ from sendit.rows import DataError, Table, collect, short
 EMBEDDED = "embedded"
 SENTIMENT140_COLUMNS = ("target", "id", "date", "query", "user", "text")
 HUB_DATASET = "stanfordnlp/sentiment140"
+# --data sentiment140-manual: the packaged hand-labelled file (498 tweets, 0/2/4) as a training source.
+MANUAL = "sentiment140-manual"
+MANUAL_FILE = "testdata.manual.2009.06.14.csv"
 TEXT_COLUMNS = ("text", "tweet", "sentence", "content")
 LABEL_COLUMNS = ("label", "target", "sentiment", "polarity")
 
@@ -75,13 +78,14 @@ def _open_text(path: Path, encoding: str) -> io.TextIOBase:
                           f"latin-1.") from None
 
 
-def read_sentiment140(path: str | Path, cfg: DataConfig | None = None, encoding: str = "latin-1") -> Table:
+def read_sentiment140(path: str | Path, cfg: DataConfig | None = None, encoding: str = "latin-1",
+                      classes: tuple[str, ...] | None = None) -> Table:
     """The original six-column file (target, id, date, query, user, text), no header, latin-1."""
     cfg = cfg or DataConfig()
     path = Path(path)
     rows = csv.reader(_open_text(path, encoding), strict=True)
     items = ((i, r[0] if r else "", r[5] if len(r) == 6 else None, len(r)) for i, r in _numbered(rows))
-    return collect(path, items, cfg, expect_cols=6, columns=SENTIMENT140_COLUMNS)
+    return collect(path, items, cfg, expect_cols=6, columns=SENTIMENT140_COLUMNS, classes=classes)
 
 
 def _numbered(rows):
@@ -103,10 +107,11 @@ def _numbered(rows):
 
 
 def read_table(path: str | Path, cfg: DataConfig | None = None, encoding: str | None = None,
-               text_column: str | None = None, label_column: str | None = None, flag: str = "--data") -> Table:
+               text_column: str | None = None, label_column: str | None = None, flag: str = "--data",
+               classes: tuple[str, ...] | None = None) -> Table:
     """Any supported file: the original Sentiment140 CSV (detected by its shape), or CSV/JSONL/Parquet with
     text and label columns (named text/label or a synonym, or `text_column`/`label_column`). `flag` is the option
-    that named the file, for the messages."""
+    that named the file, for the messages; `classes` the run's classes (labels.Reading decides them when None)."""
     named = (text_column, label_column)
     cfg = cfg or DataConfig()
     path = Path(path)
@@ -128,7 +133,7 @@ def read_table(path: str | Path, cfg: DataConfig | None = None, encoding: str | 
             raise DataError(f"{path}: could not be read ({e}). Check that the file is valid.") from None
         text_col, label_col = _find_columns(path, list(df.columns), *named)
         items = ((i + 1, lab, txt, None) for i, (lab, txt) in enumerate(zip(df[label_col], df[text_col])))
-        return collect(path, items, cfg)
+        return collect(path, items, cfg, classes=classes)
     enc = encoding or cfg.encoding
     stream = _open_text(path, enc)
     try:
@@ -137,7 +142,7 @@ def read_table(path: str | Path, cfg: DataConfig | None = None, encoding: str | 
         first = []
     stream.seek(0)
     if is_sentiment140(first) and named == (None, None):
-        return read_sentiment140(path, cfg, enc)
+        return read_sentiment140(path, cfg, enc, classes)
     reader = csv.reader(stream, strict=True)
     try:
         header = [h.strip() for h in next(_numbered(reader), (1, []))[1]]
@@ -153,7 +158,7 @@ def read_table(path: str | Path, cfg: DataConfig | None = None, encoding: str | 
                 continue
             yield line, row[li] if len(row) == n else None, row[ti] if len(row) == n else None, len(row)
 
-    return collect(path, items(), cfg, expect_cols=n, columns=tuple(header))
+    return collect(path, items(), cfg, expect_cols=n, columns=tuple(header), classes=classes)
 
 
 def _find_columns(path: Path, columns: list, text_column: str | None = None,
@@ -180,9 +185,12 @@ def embedded_path(name: str) -> Path:
 
 
 def read_source(spec: str, cfg: DataConfig) -> Table:
-    """Resolve --data: 'embedded', 'hub' / 'hub:<dataset id>', or a file."""
+    """Resolve --data: 'embedded', 'sentiment140-manual' (the packaged hand-labelled file, 0/2/4: the data of the
+    three-class preset), 'hub' / 'hub:<dataset id>', or a file."""
     if spec == EMBEDDED:
         return read_sentiment140(embedded_path("sentiment140_sample.csv.gz"), cfg)
+    if spec == MANUAL:
+        return read_table(embedded_path(MANUAL_FILE), cfg)
     if spec == "hub" or spec.startswith("hub:"):
         return read_hub(spec.partition(":")[2] or HUB_DATASET, cfg)
     return read_table(spec, cfg)
@@ -206,10 +214,11 @@ def read_hub(dataset_id: str, cfg: DataConfig) -> Table:
     return collect(Path(dataset_id), items, cfg)
 
 
-def read_test_file(spec: str, cfg: DataConfig) -> Table:
-    """The hand-labelled test file; neutral rows are dropped (498 -> 359 tweets)."""
-    path = embedded_path("testdata.manual.2009.06.14.csv") if spec == EMBEDDED else spec
-    return read_table(path, cfg, flag="--test-file")
+def read_test_file(spec: str, cfg: DataConfig, classes: tuple[str, ...] | None = None) -> Table:
+    """The hand-labelled test file, read against the run's classes: for the binary classes its neutral rows are
+    dropped (498 -> 359 tweets)."""
+    path = embedded_path(MANUAL_FILE) if spec == EMBEDDED else spec
+    return read_table(path, cfg, flag="--test-file", classes=classes)
 
 
 # --------------------------------------------------------------------------------------------- streams

@@ -1,27 +1,21 @@
 """From the rows a reader found to a `Table`: label mapping, the checks that drop or refuse a row, and the
 `--bad-rows` policy, the same for every file format.
 
-A reader hands over (line, raw label, text, number of columns) items; what comes back is the texts with 0/1 labels
+A reader hands over (line, raw label, text, number of columns) items; what comes back is the texts with class ids (labels.py decides the classes)
 and a `Counter` of the rows left out by reason, so that a run can say exactly what it dropped.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from sendit.config import LABELS, ConfigError, DataConfig
-
-DEFAULT_LABELS = LABELS
-# The numeric label schemes whose meaning is certain: Sentiment140's 0/2/4 and binary 0/1; a 4 also makes 0/1/2/4
-# Sentiment140-style (1 positive, 2 neutral). Without a 4, labels 0/1/2 are TweetEval's negative/neutral/positive
-# as often as 0/1 plus a neutral 2; 1-5 are ratings, -1/0/1 polarities. sendit does not guess those.
-SURE_SCHEMES = ({"0", "2", "4"}, {"0", "1"})
+from sendit.config import DataConfig
+from sendit.labels import BINARY, Reading, class_names, key
 
 
 class DataError(ValueError):
@@ -31,57 +25,26 @@ class DataError(ValueError):
 @dataclass
 class Table:
     texts: list[str]
-    labels: np.ndarray  # int64, 0 = negative, 1 = positive
+    labels: np.ndarray  # int64 class ids: the position of each row's class in `classes`
     source: str = ""
     dropped: Counter = field(default_factory=Counter)
+    classes: tuple[str, ...] = BINARY  # class names in id order (0 = negative, 1 = positive by default)
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, idx: np.ndarray, source: str | None = None) -> Table:
-        return Table([self.texts[i] for i in idx], self.labels[idx], source or self.source)
-
-
-
-class LabelMapper:
-    def __init__(self, extra: dict | None = None):
-        self.mapping = dict(DEFAULT_LABELS)
-        self.user = {self.key(k) for k in extra or {}}
-        for k, v in (extra or {}).items():
-            target = "neutral" if v is None else str(v).strip().lower()
-            if target not in DEFAULT_LABELS:
-                raise ConfigError(
-                    f"--label-map maps {k!r} to {v!r}, which is not a label: map each value to 0 or negative, "
-                    f"4 or 1 or positive, or 2 or neutral (dropped), e.g. --label-map \"{{'{k}': 0}}\"."
-                )
-            self.mapping[self.key(k)] = DEFAULT_LABELS[target]
-
-    @staticmethod
-    def key(raw: object) -> str:
-        key = str(raw).strip().lower()
-        return key[:-2] if key.endswith(".0") else key
-
-    def __call__(self, raw: object) -> int | None:
-        """0/1 for a known label, None for neutral; raises KeyError for an unknown one."""
-        return self.mapping[self.key(raw)]
-
-    def ambiguity(self, seen: Counter) -> str | None:
-        """Why the numeric labels seen (key -> rows) cannot be read without --label-map, or None."""
-        numbers = {k for k in seen if k not in self.user and re.fullmatch(r"[+-]?\d+", k)}
-        if any(numbers <= scheme for scheme in SURE_SCHEMES) or ("4" in numbers and numbers <= {"0", "1", "2", "4"}):
-            return None
-        return ", ".join(sorted(numbers, key=int))
-
+        return Table([self.texts[i] for i in idx], self.labels[idx], source or self.source, classes=self.classes)
 
 
 def collect(path: Path, items, cfg: DataConfig, expect_cols: int | None = None,
-            columns: tuple[str, ...] = ()) -> Table:
-    """Turn (line, raw label, text, ncols) items into a Table, enforcing cfg.bad_rows."""
-    mapper = LabelMapper(cfg.label_map)
-    texts, labels, dropped = [], [], Counter()
-    unknown: Counter = Counter()
-    first_unknown: dict = {}
-    seen_labels: Counter = Counter()  # label values of the rows with a text, for LabelMapper.ambiguity
+            columns: tuple[str, ...] = (), classes: tuple[str, ...] | None = None) -> Table:
+    """Turn (line, raw label, text, ncols) items into a Table, enforcing cfg.bad_rows. The classes are `classes`
+    (the run's, for every file but its training source), else --labels, else decided from the labels read
+    (labels.Reading)."""
+    texts, keys, lines, dropped = [], [], [], Counter()
+    seen: Counter = Counter()  # label keys of the rows with a text
+    spelling: dict[str, str] = {}
 
     def bad(reason: str, line: int, msg: str) -> None:
         if cfg.bad_rows == "error":
@@ -101,41 +64,59 @@ def collect(path: Path, items, cfg: DataConfig, expect_cols: int | None = None,
             if problem:
                 bad(problem[0], line, problem[1])
                 continue
-            seen_labels[mapper.key(raw_label)] += 1
-            try:
-                label = mapper(raw_label)
-            except KeyError:
-                unknown[str(raw_label)] += 1
-                first_unknown.setdefault(str(raw_label), line)
-                continue
-            if label is None:
-                dropped["neutral"] += 1
-                continue
+            k = key(raw_label)
+            seen[k] += 1
+            spelling.setdefault(k, str(raw_label).strip())
             texts.append(text)
-            labels.append(label)
+            keys.append(k)
+            lines.append(line)
     except DataError as e:
         if str(e).startswith("line "):
             raise DataError(f"{path}, {e}") from None
         raise
-    ambiguous = mapper.ambiguity(seen_labels)
-    if ambiguous:
-        raise DataError(_ambiguous_labels(path, ambiguous, seen_labels))
-    if unknown:
-        counts = ", ".join(f"{short(v)}: {n} rows (first on line {first_unknown[v]})"
-                           for v, n in unknown.most_common(10))
-        more = f" and {len(unknown) - 10} more values" if len(unknown) > 10 else ""
-        example = ", ".join(f"{short(v)}: {y}" for v, y in zip(sorted(unknown)[:2], (0, 4)))
-        if cfg.bad_rows == "error":
-            raise DataError(
-                f"{path}: labels outside the expected set (0/4 or 0/1, 2 = neutral, negative/positive): "
-                f"{counts}{more}. Map them with --label-map \"{{{example}}}\" (0 = negative, 4 or 1 = positive, "
-                f"2 = neutral, dropped), or pass --bad-rows skip to drop them."
-            )
-        dropped["unknown_label"] += sum(unknown.values())
-    if not texts:
+    reading = Reading(seen, cfg.label_map, classes or (class_names(cfg.labels) if cfg.labels else None), spelling)
+    if reading.ambiguous:
+        raise DataError(_ambiguous_labels(path, reading.ambiguous, seen))
+    keep, labels = [], []
+    for i, k in enumerate(keys):
+        label = reading.ids.get(k, -1)
+        if label is None:
+            dropped["neutral"] += 1
+        elif label >= 0:
+            keep.append(i)
+            labels.append(label)
+    if reading.unknown:
+        _unknown_labels(path, reading, seen, spelling, keys, lines, cfg, dropped)
+    if not keep:
         why = f"dropped: {dict(dropped)}" if dropped else "it has no data rows"
         raise DataError(f"{path}: no usable rows ({why}). Check the file's columns and labels.")
-    return Table(texts, np.asarray(labels, dtype=np.int64), str(path), dropped)
+    return Table([texts[i] for i in keep], np.asarray(labels, dtype=np.int64), str(path), dropped, reading.classes)
+
+
+def _unknown_labels(path: Path, reading: Reading, seen: Counter, spelling: dict, keys: list, lines: list,
+                    cfg: DataConfig, dropped: Counter) -> None:
+    """Values outside the classes: an error that says how to read them, or (--bad-rows skip) dropped rows."""
+    if cfg.bad_rows != "error":
+        dropped["unknown_label"] += sum(seen[k] for k in reading.unknown)
+        return
+    first = {}
+    for k, line in zip(keys, lines):
+        first.setdefault(k, line)
+    unknown = sorted(reading.unknown, key=lambda k: (-seen[k], first[k]))
+    counts = ", ".join(f"{short(spelling[k])}: {seen[k]} rows (first on line {first[k]})" for k in unknown[:10])
+    more = f" and {len(unknown) - 10} more values" if len(unknown) > 10 else ""
+    if cfg.labels or reading.classes != BINARY:
+        expected = f"the classes {', '.join(reading.classes)}"
+        fix = (f"Map them with --label-map \"{{{short(spelling[unknown[0]])}: {reading.classes[0]}}}\", "
+               f"add them to --labels, or pass --bad-rows skip to drop them.")
+    else:
+        expected = "the expected set (0/4 or 0/1, 2 = neutral, negative/positive)"
+        example = ", ".join(f"{short(spelling[k])}: {y}" for k, y in zip(sorted(unknown)[:2], (0, 4)))
+        every = ",".join(sorted((spelling[k] for k in seen if k), key=str.lower))
+        fix = (f"Map them with --label-map \"{{{example}}}\" (0 = negative, 4 or 1 = positive, 2 = neutral, "
+               f"dropped), train on every value as a class with --labels {every}, or pass --bad-rows skip to "
+               f"drop them.")
+    raise DataError(f"{path}: labels outside {expected}: {counts}{more}. {fix}")
 
 
 def _not_a_tweet(text: object) -> tuple[str, str] | None:
@@ -152,15 +133,18 @@ def _not_a_tweet(text: object) -> tuple[str, str] | None:
     return None
 
 
-def _ambiguous_labels(path: Path, numbers: str, seen: Counter) -> str:
-    values = numbers.split(", ")
+def _ambiguous_labels(path: Path, values: list[str], seen: Counter) -> str:
     counts = ", ".join(f"{v} ({seen[v]} rows)" for v in values)
     middle = (len(values) - 1) / 2
     example = ", ".join(f"{v}: {'negative' if i < middle else 'neutral' if i == middle else 'positive'}"
                         for i, v in enumerate(values))
+    # 0/1/2 as ids of three named classes; other values (1-5, -1/0/1) as names of their own
+    names = "negative,neutral,positive" if values == ["0", "1", "2"] else ",".join(values)
     return (f"{path}: the labels {counts} have no single reading: 0/1/2 are negative/neutral/positive in TweetEval "
             f"but 0/1 plus a neutral 2 elsewhere, 1-5 look like ratings, -1/0/1 like polarities. Say what each value "
-            f"means with --label-map, e.g. --label-map \"{{{example}}}\" (neutral rows are dropped and counted).")
+            f"means with --label-map, e.g. --label-map \"{{{example}}}\" (neutral rows are dropped and counted), or "
+            f"name the classes with --labels, e.g. --labels{'=' if names.startswith('-') else ' '}{names} (integers 0..k-1 are then read as positions in "
+            f"--labels, other values as names; the names are the classes).")
 
 
 def short(value: object, width: int = 40) -> str:

@@ -108,16 +108,29 @@ def metrics_row(metrics: dict, seconds: float, tweets_per_sec: float, method: st
             **extra}
 
 
-def prediction_rows(texts: list[str], labels, preds, prob_positive, method: str, seed: int,
-                    test_set: str) -> list[dict]:
-    """The rows of `{method}_inference_predictions.csv` for one test set, one per tweet in the set's order."""
-    return [{"text": t, "label": int(y), "prediction": int(pr), "prob_positive": float(pp), "method": method,
-             "seed": seed, "test_set": test_set, "row_id": i}
-            for i, (t, y, pr, pp) in enumerate(zip(texts, labels, preds, prob_positive))]
+def prediction_rows(texts: list[str], labels, preds, probs, method: str, seed: int, test_set: str,
+                    classes: tuple[str, ...] = ("negative", "positive")) -> list[dict]:
+    """The rows of `{method}_inference_predictions.csv` for one test set, one per tweet in the set's order: the
+    class ids and, for the binary negative/positive classes, the study's `prob_positive`; for other classes one
+    `prob_<name>` column per class (`probability_columns`)."""
+    columns = probability_columns(classes)
+    probs = probs[:, 1:] if len(columns) == 1 else probs
+    return [{"text": t, "label": int(y), "prediction": int(pr), **{c: float(p) for c, p in zip(columns, pp)},
+             "method": method, "seed": seed, "test_set": test_set, "row_id": i}
+            for i, (t, y, pr, pp) in enumerate(zip(texts, labels, preds, probs))]
+
+
+def probability_columns(classes: tuple[str, ...] | list[str]) -> list[str]:
+    """The probability columns of a prediction file: `prob_positive` alone for the binary negative/positive
+    classes (the study's column), else `prob_<name>` for every class."""
+    if tuple(classes) == ("negative", "positive"):
+        return ["prob_positive"]
+    return [f"prob_{c}" for c in classes]
 
 
 def _ordered(df: pd.DataFrame, template: str) -> pd.DataFrame:
-    first = [c for c in COLUMNS[template] if c in df.columns]
+    probs = [c for c in df.columns if str(c).startswith("prob_")]  # prob_positive's place: every class's, in order
+    first = [x for c in COLUMNS[template] for x in (probs if c == "prob_positive" else [c]) if x in df.columns]
     return df[first + [c for c in df.columns if c not in first]]
 
 

@@ -31,12 +31,13 @@ from sendit.model_folder import MANIFEST, SenditModel, base_model_path
 # ------------------------------------------------------------------------------------------------ the loss
 def kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, kd_ratio: float,
-    temperature: float,
+    temperature: float, class_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """The blended loss and its two terms (`ce`, and `kd` = the KL divergence at temperature T, unscaled).
-    T^2 keeps the soft term's gradients on the scale of the hard term's as T changes (Hinton et al., 2015)."""
+    T^2 keeps the soft term's gradients on the scale of the hard term's as T changes (Hinton et al., 2015).
+    `class_weights` weight the hard term by class (--class-balance weight); the teacher's soft term is left as is."""
     T = temperature
-    ce = F.cross_entropy(student_logits, labels)
+    ce = F.cross_entropy(student_logits, labels, weight=class_weights)
     kl = F.kl_div(F.log_softmax(student_logits / T, -1), F.log_softmax(teacher_logits / T, -1),
                   reduction="batchmean", log_target=True)
     loss = (1 - kd_ratio) * ce + kd_ratio * T**2 * kl

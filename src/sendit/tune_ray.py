@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 from datetime import datetime
 from pathlib import Path
 
@@ -111,8 +110,7 @@ def _trial(config: dict, name: str, cfg: dict, run_dir: str, threads: int, seed:
         last.update({
             "epoch": epoch, "val_f1": row["val_f1"], "val_accuracy": row["val_accuracy"],
             "time_sec": attrs["time_sec"], "trainable_params": attrs["trainable_params"], "lr": attrs["lr"],
-            # A trial runs in its own worker process, so the process's peak is the trial's.
-            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_memory_mb": attrs["peak_memory_mb"],  # over the baseline train_trial took before the model
             "load_avg_1m": os.getloadavg()[0], "cores": os.cpu_count(), "worker": attrs["worker"],
         })
         # the last planned epoch is the end (ASHA stops a trial at max_t, so no report after it would arrive)

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from sendit.config import ConfigError, RunConfig, TrainConfig, from_dict, method_config
 from sendit.device import resolve_precision
-from sendit.engine import TrainingError, fit
+from sendit.engine import TrainingError, fit, training_loss
 from sendit.features import feature_model
 from sendit.measure import PeakMemory, count_parameters, resident_mb
 from sendit.methods import get_method, learning_rate
@@ -176,13 +176,14 @@ def train_trial(ctx, name: str, params: dict, seed: int, attrs: dict, on_epoch: 
         attrs["val_accuracy_by_epoch"].append(row["val_accuracy"])
         attrs["val_f1_by_epoch"].append(row["val_f1"])
         attrs["time_sec"] = time.perf_counter() - t0
+        attrs["peak_memory_mb"] = max(mem.peak_mb - baseline_mb, 0.0)  # so far: what a Ray trial reports
         on_epoch(epoch, row)
 
     torch.manual_seed(seed)
     method, device = get_method(name), ctx.accelerator.device
     baseline_mb = resident_mb(device)  # earlier trials' leftovers are not this trial's memory
-    model = method.prepare(load_model(cfg.model.model, ctx.tokenizer, cfg.model.trust_remote_code),
-                           cfg.method).to(device)
+    model = method.prepare(load_model(cfg.model.model, ctx.tokenizer, cfg.model.trust_remote_code,
+                                      classes=ctx.splits.classes), cfg.method).to(device)
     attrs["trainable_params"] = count_parameters(model)["trainable_params"]
     log(f"{desc}: " + ", ".join(f"{k} {_show(v)}" for k, v in params.items()))
     mem = PeakMemory(device)
@@ -196,7 +197,8 @@ def train_trial(ctx, name: str, params: dict, seed: int, attrs: dict, on_epoch: 
             if trained is None:  # no features (off, another method, or a head that reads whole sequences)
                 trained = model
             result = fit(trained, ctx.encoded["train"], ctx.encoded["val"], cfg.train, lr, ctx.accelerator, seed,
-                         log=lambda s: None, desc=desc, on_epoch=record)
+                         log=lambda s: None, desc=desc, on_epoch=record, loss_fn=training_loss(
+                             cfg.data.class_balance, ctx.splits.train.labels, len(ctx.splits.classes)))
         attrs["best_epoch"] = result.best_epoch
         return result.best_val_f1
     except Exception as e:

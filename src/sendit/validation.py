@@ -33,7 +33,8 @@ def run_problem(cfg: RunConfig) -> str | None:
         None if m.methods else "--methods is empty: name at least one method, e.g. --methods lora,bitfit",
         at_least("--max-length", d.max_length, 8),
         *(size(f"--{n.replace('_', '-')}", getattr(d, n)) for n in ("train_size", "val_size", "test_size")),
-        fractions_fit(d), label_map(d.label_map, LABELS),
+        fractions_fit(d), labels(d.labels), label_map(d.label_map, LABELS, d.labels),
+        choice("--class-balance", d.class_balance, ("none", "weight", "sample")),
         choice("--precision", t.precision, ("auto", "bf16", "fp32")),
         choice("--bad-rows", d.bad_rows, ("error", "skip")),
         choice("--tracker", t.tracker, (None, "tensorboard", "mlflow", "wandb")),
@@ -176,12 +177,29 @@ def fractions_fit(d: DataConfig) -> str | None:
     return None
 
 
-def label_map(label_map: dict, labels: dict) -> str | None:
+def label_map(label_map: dict, labels: dict, classes: list | None = None) -> str | None:
+    names = {str(c).strip().lower() for c in classes or ()}
     for k, v in label_map.items():
         target = "neutral" if v is None else str(v).strip().lower()
-        if target not in labels or isinstance(v, (list, dict)):
+        if (target not in labels and target not in names) or isinstance(v, (list, dict)):
+            also = f", or a name of --labels ({', '.join(map(str, classes))})" if classes else ""
             return (f"--label-map maps {k!r} to {v!r}, which is not a label: map each value to 0 or negative, 4 or "
-                    f"1 or positive, or 2 or neutral (dropped), e.g. --label-map \"{{'{k}': 0}}\".")
+                    f"1 or positive, or 2 or neutral (dropped){also}, e.g. --label-map \"{{'{k}': 0}}\".")
+    return None
+
+
+def labels(classes: list | None) -> str | None:
+    """--labels: at least two names, none empty, none twice (names are compared in any case)."""
+    if classes is None:
+        return None
+    names = [str(c).strip() for c in classes]
+    folded = [n.lower() for n in names]
+    if len(names) < 2 or "" in names or len(set(folded)) < len(folded):
+        twice = sorted({n for n in folded if folded.count(n) > 1})
+        why = (f"{twice[0]!r} is given twice" if twice else "a name is empty" if "" in names
+               else "a classifier needs at least two classes")
+        return (f"--labels {','.join(names)}: {why}. Give two or more distinct class names in order, e.g. "
+                f"--labels negative,neutral,positive.")
     return None
 
 

@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from sendit.config import EMBEDDED_TEST_NAME, HELDOUT_NAME, ConfigError, RunConfig, test_set_name, validate_for_model
 from sendit.data import Splits, Table, load_splits
 from sendit.batching import Encoded, encode
-from sendit.engine import LossFn, TrainingError, cross_entropy, fit, predict
+from sendit.engine import LossFn, TrainingError, fit, predict, training_loss
 from sendit.measure import count_parameters, hardware, resident_mb
 from sendit.methods import get_method, learning_rate, method_info
 from sendit.metrics import classification_metrics
@@ -271,22 +271,23 @@ def train_method(
     name: str,
     seed: int,
     model_factory: Callable[[], torch.nn.Module] | None = None,
-    loss_fn: LossFn = cross_entropy,
+    loss_fn: LossFn | None = None,
     label: str | None = None,
     extra_results: dict | None = None,
     base_model: str | None = None,
     features: dict | None = None,
 ) -> dict:
-    """One method, one seed: prepare -> fit -> save -> test, then the four CSV files. Returns the results row.
+    """One method, one seed: prepare -> fit (with `loss_fn`, else `engine.training_loss`) -> save -> test, then the
+    four CSV files. Returns the results row.
     `features` (a cache, from `sendit tune`): a head-only method trains on the frozen model's features, as its
     trials did (features.py); the head trained is the model's own, so saving and testing are unchanged."""
-    cfg, acc = ctx.cfg, ctx.accelerator
-    label = check_label(label or name)
-    method = get_method(name)
+    label, method = check_label(label or name), get_method(name)
+    cfg, acc, classes = ctx.cfg, ctx.accelerator, ctx.splits.classes
+    loss_fn = loss_fn or training_loss(cfg.data.class_balance, ctx.splits.train.labels, len(classes))
     set_seed(seed)
     baseline_mb = resident_mb(acc.device)  # what earlier work holds: not this training's memory
-    base = model_factory() if model_factory else load_model(cfg.model.model, ctx.tokenizer,
-                                                            cfg.model.trust_remote_code, announce=True)
+    base = model_factory() if model_factory else load_model(
+        cfg.model.model, ctx.tokenizer, cfg.model.trust_remote_code, announce=True, classes=classes)
     with quiet_libraries():  # peft's FutureWarnings about transformers internals
         model = method.prepare(base, cfg.method).to(acc.device)
     params = count_parameters(model)
@@ -296,7 +297,7 @@ def train_method(
     checkpoint = ctx.run_dir / ".checkpoints" / f"{label}-seed{seed}"
     folder = ctx.run_dir / model_folder_name(label, seed, cfg.seed_list()[0])
     info = {"max_length": cfg.data.max_length, "normalize": cfg.data.normalize, "seed": seed, "lr": lr,
-            "method_config": vars(cfg.method), **(extra_results or {})}
+            "labels": list(classes), "method_config": vars(cfg.method), **(extra_results or {})}
     trained, feature_sec, t0 = model, 0.0, time.perf_counter()
     if features is not None and getattr(method, "frozen_features", False):
         from sendit.features import feature_model
@@ -327,11 +328,11 @@ def train_method(
     for test_name, enc in ctx.encoded_tests.items():
         p = predict(inference_model, enc, acc, cfg.train.eval_batch_size, precision=ctx.precision,
                     desc=f"{label} on {test_name}")
-        m = classification_metrics(enc.labels, p.preds)
+        m = classification_metrics(enc.labels, p.preds, len(classes))
         summary_rows.append(metrics_row(m, p.seconds, p.tweets_per_sec, label, seed, test_name,
                                         params=merged_params, model_size_mb=merged_params * 4 / 2**20))
-        predicted += prediction_rows(ctx.test_sets[test_name].texts, enc.labels, p.preds, p.probs[:, 1], label,
-                                     seed, test_name)
+        predicted += prediction_rows(ctx.test_sets[test_name].texts, enc.labels, p.preds, p.probs, label,
+                                     seed, test_name, classes)
         ctx.log(f"{label} (seed {seed}) on {test_name} ({m['n']} tweets): accuracy {m['accuracy']:.4f}  "
                 f"F1 {m['f1_macro']:.4f}  ({p.tweets_per_sec:.0f} tweets/s)")
     row = {
@@ -360,7 +361,7 @@ def _plan(ctx: Context) -> str:
     tests = " and ".join(f"{name} ({len(t)})" for name, t in ctx.test_sets.items())
     return (f"plan: {_count(len(methods), 'method')} ({', '.join(methods)}) x {_count(len(seeds), 'seed')} = "
             f"{_count(len(methods) * len(seeds), 'training')} of up to {_count(epochs, 'epoch')} on {len(s.train)} "
-            f"tweets (validation {len(s.val)}); tested on {tests}")
+            f"tweets (validation {len(s.val)}); {len(s.classes)} classes ({', '.join(s.classes)}); tested on {tests}")
 
 
 def _count(n: int, noun: str) -> str:
@@ -393,8 +394,7 @@ def run_hardware(ctx: Context) -> dict:
 
 
 def _print_dropped(ctx: Context, log: Callable[[str], None]) -> None:
-    dropped = {k: {reason: n for reason, n in v.items() if n} for k, v in ctx.splits.dropped.items()}
-    dropped = {k: v for k, v in dropped.items() if v}
+    dropped = {k: c for k, v in ctx.splits.dropped.items() if (c := {reason: n for reason, n in v.items() if n})}
     if dropped:
         log("rows dropped (also in run.json): " + "; ".join(
             f"{src}: " + ", ".join(f"{n} {reason}" for reason, n in counts.items()) for src, counts in dropped.items()))

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from sendit.report.classes import class_names, confusion
 from sendit.report.files import pretty
 from sendit.report.load import RunData
 from sendit.report.style import RC, WIDTH, Styles, legend, new_figure, save_figure
@@ -197,31 +198,25 @@ def confusion_matrices(data: RunData, style: Styles) -> Figure:
     ts = p["test_set"].iloc[0]
     p = p[p["test_set"] == ts]
     names = [n for n in data.names if n in set(p["name"])]
-    ncol = min(4, len(names))
+    classes = class_names(data)
+    k = len(classes)
+    short = [c[:3] for c in classes]  # neg/neu/pos: three letters fit under a small panel
+    ticks = short if len(set(short)) == k else [c[:8] for c in classes]
+    ncol = min(4 if k <= 3 else 2, len(names))
     nrow = -(-len(names) // ncol)
-    fig = new_figure(WIDTH, 1.9 * nrow + 0.5)
+    fig = new_figure(WIDTH, (1.9 if k <= 3 else 0.55 * k + 0.8) * nrow + 0.5)
     axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
     for ax, name in zip(axes, names):
         g = p[p["name"] == name]
-        cm = np.zeros((2, 2), dtype=int)
-        np.add.at(
-            cm, (g["label"].astype(int).clip(0, 1), g["prediction"].astype(int).clip(0, 1)), 1
-        )
+        cm = confusion(g, k)
         ax.imshow(cm, cmap="Greys", vmin=0, vmax=max(cm.max(), 1))
         for (i, j), v in np.ndenumerate(cm):
-            ax.text(
-                j,
-                i,
-                str(v),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if v > cm.max() / 2 else "black",
-            )
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=8 if k <= 4 else 6,
+                    color="white" if v > cm.max() / 2 else "black")
         seeds = g["seed"].nunique()
         ax.set_title(pretty(name) + (f" ({seeds} seeds)" if seeds > 1 else ""))
-        ax.set_xticks([0, 1], ["neg", "pos"])
-        ax.set_yticks([0, 1], ["neg", "pos"])
+        ax.set_xticks(range(k), ticks, rotation=0 if ticks is short else 45)
+        ax.set_yticks(range(k), ticks)
         ax.set_xlabel("Predicted")
         ax.set_ylabel("True")
         ax.grid(False)

@@ -12,6 +12,7 @@ from html import escape
 
 import pandas as pd
 
+from sendit.report.classes import class_names
 from sendit.report.figures import FigureFile
 from sendit.report.files import pretty
 from sendit.report.load import RunData
@@ -116,23 +117,27 @@ def _method_text(cfg: StatsConfig, multi_seed: bool) -> str:
     return text + (" " + ACROSS_SEEDS_METHOD if multi_seed else "")
 
 
-def _sentiment(label: object) -> str:
-    return {0: "negative", 1: "positive"}.get(label, str(label))
+def _sentiment(label: object, classes: list[str]) -> str:
+    try:
+        i = int(label)
+    except (TypeError, ValueError):
+        return str(label)
+    return classes[i] if 0 <= i < len(classes) else str(label)
 
 
 def _examples_html(data: RunData, per_method: int = 5) -> str:
     p = data.predictions
     if p.empty or not {"text", "label", "prediction"} <= set(p.columns):
         return "<p>No tweet texts recorded.</p>"
-    parts = []
+    parts, classes = [], class_names(data)
     for name in data.names:
         g = p[(p["name"] == name) & (p["label"] != p["prediction"])]
         if g.empty:
             continue
         g = g[(g["seed"] == g["seed"].min()) & (g["test_set"] == g["test_set"].iloc[0])]
         rows = "".join(
-            f'<tr><td class="text">{_e(r.text)}</td><td>{_e(_sentiment(r.label))}</td>'
-            f"<td>{_e(_sentiment(r.prediction))}</td>"
+            f'<tr><td class="text">{_e(r.text)}</td><td>{_e(_sentiment(r.label, classes))}</td>'
+            f"<td>{_e(_sentiment(r.prediction, classes))}</td>"
             + (f"<td>{r.prob_positive:.3f}</td>" if "prob_positive" in g.columns else "")
             + "</tr>"
             for r in g.head(per_method).itertuples()
