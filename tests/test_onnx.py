@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import decided, save_tiny_opt, tiny_run_args
-from test_export import ONE_THREAD, sample_texts, tiny_bert
+from helpers import decided, save_tiny_bert, save_tiny_opt, tiny_run_args
+from test_export import ONE_THREAD, sample_texts
 
 import sendit.onnx_export as onnx_export
 from sendit.cli import main
@@ -47,7 +47,7 @@ json.dump(out, open(sys.argv[2], "w"))
 def exported(tmp_path_factory, one_thread) -> dict:
     """Tiny runs (BERT head and lora, OPT lora), each exported to ONNX fp32 through the CLI, BERT lora also int8."""
     root = tmp_path_factory.mktemp("onnx")
-    assert main(tiny_run_args(tiny_bert(root / "tiny-bert"), root / "run-bert", "head,lora")) == 0
+    assert main(tiny_run_args(save_tiny_bert(root / "tiny-bert"), root / "run-bert", "head,lora")) == 0
     assert main(tiny_run_args(save_tiny_opt(root / "tiny-opt"), root / "run-opt", "lora")) == 0
     sources = {"bert-head": root / "run-bert" / "head", "bert-lora": root / "run-bert" / "lora",
                "opt-lora": root / "run-opt" / "lora"}
