@@ -196,3 +196,16 @@ def test_an_exported_adapter_names_how_to_load_k_classes(three, tmp_path):
     readme = (tmp_path / "adapter" / "README.md").read_text()
     assert 'from_pretrained("THIS_FOLDER", num_labels=3, ignore_mismatched_sizes=True)' in readme
     assert json.loads((tmp_path / "adapter" / "sendit_model.json").read_text())["labels"] == THREE
+
+
+def test_an_onnx_export_predicts_the_three_classes_of_the_sendit_model(three, tmp_path):
+    pytest.importorskip("onnxruntime")
+    folder = tmp_path / "onnx"
+    assert main(["export", str(three / "lora"), "--out", str(folder), "--format", "onnx"]) == 0
+    assert json.loads((folder / "sendit_model.json").read_text())["parity"]["label_agreement"] >= 0.999
+    texts = _predictions(three, "lora")["text"].tolist()[:12]
+    rows = sendit.load(folder).predict(texts)
+    assert [sorted(r) for r in rows[:1]] == [sorted(["label", "label_name", *PROBS3])]
+    ours = _predictions(three, "lora")[PROBS3].to_numpy()[:12]
+    assert np.abs(np.array([[r[c] for c in PROBS3] for r in rows]) - ours).max() < paths_atol(1e-4)
+    assert [r["label_name"] for r in rows] == [THREE[i] for i in ours.argmax(-1)]

@@ -271,13 +271,23 @@ def _add_model_commands(sub) -> None:
 
     from sendit.export import export_command  # torch-free import; torch loads when the command runs
 
-    p = sub.add_parser("export", help="write a model folder as a standard Hugging Face folder (plain transformers)")
+    p = sub.add_parser("export", help="write a model folder as a standard Hugging Face folder (plain transformers) or ONNX")
     p.add_argument("model_dir", help="a model folder written by a run (RUN_DIR/<method>)")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
     p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=True, help="fold LoRA/DoRA/IA3 into "
                    "the base weights so plain transformers loads the folder (default); --no-merge writes the small "
                    "peft adapter folder instead (needs peft and the base model)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--format", default="hf", choices=["hf", "onnx"], help="hf: a transformers folder (safetensors); "
+                   "onnx: model.onnx for ONNX Runtime, merged, checked against the sendit model on held-out tweets "
+                   "(needs pip install 'sendit[onnx]')")
+    p.add_argument("--quantize", choices=["int8"], help="with --format onnx: ONNX Runtime's dynamic int8 "
+                   "quantisation (int8 weights; smaller, faster on CPU)")
+    p.add_argument("--min-agreement", type=float, default=0.99, metavar="FRACTION", help="with --format onnx: "
+                   "refuse to write a model whose labels agree with the sendit model's on fewer of the parity "
+                   "tweets than this")
+    p.add_argument("--force", action="store_true", help="with --format onnx: write the model even below "
+                   "--min-agreement")
     p.set_defaults(func=export_command)
 
 

@@ -12,7 +12,6 @@ from typing import Callable
 
 from sendit.config import EMBEDDED_TEST_NAME, ConfigError, DataConfig
 from sendit.reading import EMBEDDED, read_test_file
-from sendit.engine import predict
 from sendit.metrics import classification_metrics
 from sendit.run_folder import (
     INFERENCE_SUMMARY, PREDICTIONS, append_rows, atomic_write_json, metrics_row, prediction_rows, versions,
@@ -63,10 +62,11 @@ def evaluate_folder(model_dirs: str | Path | list[str | Path], data: str, out: s
     scored = []  # (label, seed, folder, Predictions): written only once every model has been scored
     for folder in dirs:
         sm = load(folder, precision=precision)
-        label = _evaluation_label(folder, sm.manifest["method"], [x[0] for x in scored])
-        enc = sm.encode(table.texts)
-        scored.append((label, int(sm.manifest.get("seed", 0)), folder,
-                       predict(sm.model, enc, None, batch_size, precision=sm.precision)))
+        method = sm.manifest["method"]
+        if sm.manifest.get("format") == "onnx":  # beside the torch model it came from: lora and lora-onnx-int8
+            method = f"{sm.manifest.get('trained_method', method)}-onnx-{sm.precision}"
+        label = _evaluation_label(folder, method, [x[0] for x in scored])
+        scored.append((label, int(sm.manifest.get("seed", 0)), folder, sm.predict_proba(table.texts, batch_size)))
         del sm
     out_dir.mkdir(parents=True, exist_ok=True)
     for label, seed, folder, p in scored:

@@ -7,6 +7,7 @@ the trained head are written into the base model's tensors, a full fine-tune is 
 tweet normalisation is built into the exported tokenizer. `--no-merge` keeps an adapter method's small peft adapter
 folder instead (needs peft and the
 base model to load). Either folder also carries sendit_model.json, so `sendit predict` and `sendit.load` take it.
+`--format onnx` writes model.onnx instead of the weights (sendit.onnx_export), checked against the sendit model.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from sendit.config import ConfigError
 
@@ -55,12 +57,18 @@ def normalize_snippet() -> str:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    out = export(args.model_dir, args.out, merge=args.merge, overwrite=args.overwrite)
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    out = export(args.model_dir, args.out, merge=args.merge, overwrite=args.overwrite, format=args.format,
+                 quantize=args.quantize, min_agreement=args.min_agreement, force=args.force, log=log)
     print(f"exported {args.model_dir} -> {out}", file=sys.stderr)
     return 0
 
 
-def export(model_dir: str | Path, out: str | Path, merge: bool = True, overwrite: bool = False) -> Path:
+def export(model_dir: str | Path, out: str | Path, merge: bool = True, overwrite: bool = False, format: str = "hf",
+           quantize: str | None = None, min_agreement: float = 0.99, force: bool = False,
+           log: Callable[[str], None] | None = None) -> Path:
     """Write model_dir (RUN_DIR/<method>) as a standard Hugging Face model folder at out; returns out.
 
     Args:
@@ -69,19 +77,34 @@ def export(model_dir: str | Path, out: str | Path, merge: bool = True, overwrite
         merge: fold adapters into the base weights (a plain transformers folder); False keeps a peft adapter
             folder for lora/dora/ia3 (bitfit, head and full always export a whole model).
         overwrite: replace an existing non-empty out.
+        format: 'hf' (safetensors weights) or 'onnx' (model.onnx, always merged).
+        quantize: 'int8' for ONNX Runtime's dynamic quantisation (onnx only).
+        min_agreement: the ONNX model's label agreement with the sendit model below which nothing is written.
+        force: write an ONNX model below min_agreement all the same.
+        log: where the parity line goes (default: sendit's progress lines).
     """
     from sendit.fileio import as_write_error, write_target
     from sendit.run_folder import mark, shareable
     from sendit.model_folder import load
+    from sendit.onnx_folder import is_onnx_folder
+    from sendit.verbosity import say
 
     src, out = Path(model_dir), write_target(out)  # a link to a folder: the export replaces the folder it names
+    _check_format(format, merge, quantize, min_agreement)
+    if is_onnx_folder(src):
+        raise ConfigError(f"{src} is an ONNX export already, which sendit cannot turn back into weights; export the "
+                          f"model folder it came from (RUN_DIR/<method>).")
     _check_out(src, out, overwrite)
     model = load(src, merge=True, precision="fp32") if merge or not _is_adapter(src) else None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     old = out.parent / f"{tmp.name}.old"
     try:
-        if model is None:
+        if format == "onnx":
+            from sendit.onnx_export import write_onnx
+
+            manifest = write_onnx(model, src, tmp, quantize, min_agreement, force, log or say)
+        elif model is None:
             manifest = _write_adapter(src, tmp)
         else:
             manifest = _write_merged(model, src, tmp)
@@ -104,6 +127,22 @@ def export(model_dir: str | Path, out: str | Path, merge: bool = True, overwrite
         raise full from e
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def _check_format(format: str, merge: bool, quantize: str | None, min_agreement: float) -> None:
+    if format not in ("hf", "onnx"):
+        raise ConfigError(f"--format {format!r}: choose hf (a transformers folder) or onnx.")
+    if format == "onnx":
+        from sendit.onnx_folder import require_onnx
+
+        if not merge:
+            raise ConfigError("--no-merge keeps a peft adapter, which ONNX has no place for; an ONNX export is "
+                              "always merged: drop --no-merge.")
+        require_onnx(export=True)
+    elif quantize:
+        raise ConfigError(f"--quantize {quantize} applies to --format onnx; add --format onnx.")
+    if not 0 <= min_agreement <= 1:
+        raise ConfigError(f"--min-agreement {min_agreement:g} is a fraction of tweets: between 0 and 1 (e.g. 0.99).")
 
 
 def _check_out(src: Path, out: Path, overwrite: bool) -> None:
@@ -158,7 +197,8 @@ def _is_adapter(src: Path) -> bool:
     return bool(method and method.is_adapter)
 
 
-def _write_merged(sendit_model, src: Path, folder: Path) -> dict:
+def _write_merged(sendit_model, src: Path, folder: Path, weights: bool = True) -> dict:
+    """The merged model's config, weights (unless not `weights`: an ONNX export writes its own) and tokenizer."""
     from sendit.models import label_maps
     from sendit.verbosity import quiet_libraries
 
@@ -169,8 +209,11 @@ def _write_merged(sendit_model, src: Path, folder: Path) -> dict:
     model.config.problem_type = "single_label_classification"
     # Decoder models (OPT) find each text's last token from pad_token_id; without it a batched pipeline is wrong.
     model.config.pad_token_id = tokenizer.pad_token_id
-    with quiet_libraries():  # transformers' "Writing model shards" bar
-        model.save_pretrained(folder, safe_serialization=True)
+    if weights:
+        with quiet_libraries():  # transformers' "Writing model shards" bar
+            model.save_pretrained(folder, safe_serialization=True)
+    else:
+        model.config.save_pretrained(folder)
     # The pipeline truncates at the tokenizer's model_max_length (with truncation=True); make it the trained length.
     tokenizer.model_max_length = int(manifest.get("max_length", tokenizer.model_max_length))
     tokenizer.padding_side = "right"
@@ -218,7 +261,18 @@ def _write_adapter(src: Path, folder: Path) -> dict:
 
 def _model_card(manifest: dict) -> str:
     classes = manifest.get("labels") or ["negative", "positive"]
-    if manifest["merged"]:
+    if manifest.get("format") == "onnx":
+        parity = manifest["parity"]
+        kind = (f"model.onnx ({manifest['quantize'] or 'fp32'}) for ONNX Runtime, with the adapter, if any, merged "
+                f"in; on {parity['rows']} tweets it gave the sendit model's label on "
+                f"{parity['label_agreement']:.2%} of them (max |Δp| {parity['max_abs_dprob']:.2e}).")
+        code = ["import onnxruntime as ort", "from transformers import AutoTokenizer", "",
+                'tok = AutoTokenizer.from_pretrained("THIS_FOLDER")',
+                'session = ort.InferenceSession("THIS_FOLDER/model.onnx")',
+                'enc = tok(tweets, padding=True, truncation=True, return_tensors="np")',
+                'logits = session.run(["logits"], {k: enc[k] for k in ("input_ids", "attention_mask")})[0]',
+                f"labels = logits.argmax(-1)  # {', '.join(f'{i} = {c}' for i, c in enumerate(classes))}"]
+    elif manifest["merged"]:
         kind = "The adapter, if any, is merged into the weights: a plain transformers folder."
         code = ["from transformers import pipeline", "", 'clf = pipeline("text-classification", model="THIS_FOLDER")']
     else:
@@ -247,7 +301,7 @@ def _model_card(manifest: dict) -> str:
              "to get the predictions of `sendit predict` (which does it for you):"),
             "",
             "```python", normalize_snippet().rstrip(), "",
-            "clf([normalize_tweet(t) for t in tweets], truncation=True)" if manifest["merged"] else "",
+            "clf([normalize_tweet(t) for t in tweets], truncation=True)" if manifest["merged"] and "format" not in manifest else "",
             "```",
         ]
     return "\n".join(lines) + "\n"

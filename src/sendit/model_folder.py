@@ -22,6 +22,7 @@ from sendit.engine import Predictions, predict
 from sendit.fileio import as_write_error
 from sendit.measure import size_mb
 from sendit.methods import get_method
+from sendit.onnx_folder import OnnxModel, is_onnx_folder, load_onnx
 from sendit.models import ModelError, load_model, load_tokenizer
 from sendit.run_folder import atomic_write_text
 from sendit.verbosity import quiet_libraries
@@ -85,16 +86,22 @@ class SenditModel:
     def predict(self, texts: list[str], batch_size: int = 256) -> list[dict]:
         """One dict per text: label (the class id; 0 = negative, 1 = positive for a binary model), label_name, and
         prob_positive for a binary model, else one prob_<name> per class."""
-        probs = self.predict_proba(texts, batch_size).probs
-        if len(self.classes) == 2 and self.classes == ("negative", "positive"):
-            return [{"label": int(p >= 0.5), "label_name": "positive" if p >= 0.5 else "negative",
-                     "prob_positive": float(p)} for p in probs[:, 1]]
-        return [{"label": int(row.argmax()), "label_name": self.classes[int(row.argmax())],
-                 **{f"prob_{c}": float(p) for c, p in zip(self.classes, row)}} for row in probs]
+        return label_dicts(self.predict_proba(texts, batch_size).probs, self.classes)
 
 
-def load(folder: str | Path, merge: bool = True, precision: str = "auto", trust_remote_code: bool = False) -> SenditModel:
-    """Load a model folder written by `sendit run`/`train` (RUN_DIR/<method>).
+def label_dicts(probs, classes: tuple[str, ...]) -> list[dict]:
+    """`predict`'s dicts from class probabilities, for every kind of model folder (torch or ONNX)."""
+    if classes == ("negative", "positive"):
+        return [{"label": int(p >= 0.5), "label_name": "positive" if p >= 0.5 else "negative",
+                 "prob_positive": float(p)} for p in probs[:, 1]]
+    return [{"label": int(row.argmax()), "label_name": classes[int(row.argmax())],
+             **{f"prob_{c}": float(p) for c, p in zip(classes, row)}} for row in probs]
+
+
+def load(folder: str | Path, merge: bool = True, precision: str = "auto",
+         trust_remote_code: bool = False) -> SenditModel | OnnxModel:
+    """Load a model folder written by `sendit run`/`train` (RUN_DIR/<method>) or `sendit export`; an ONNX export
+    (model.onnx) comes back as an OnnxModel, which predicts with ONNX Runtime through the same methods.
 
     Args:
         folder: the method's model folder.
@@ -104,6 +111,8 @@ def load(folder: str | Path, merge: bool = True, precision: str = "auto", trust_
         trust_remote_code: allow custom model code from the hub for the base model.
     """
     folder = Path(folder)
+    if is_onnx_folder(folder):
+        return load_onnx(folder, precision)
     manifest_path = folder / MANIFEST
     if not manifest_path.exists():
         hint = ""
