@@ -15,9 +15,10 @@ import time
 import pandas as pd
 import yaml
 
-from sendit.config import load_config, resolve_config_path
-from sendit.run_folder import atomic_write_csv
-from sendit.workflow import Context, prepare_run_dir, train_method
+from sendit.config.schema import load_config, resolve_config_path
+from sendit.run.folder import atomic_write_csv
+from sendit.run.lifecycle import Context, prepare_run_dir
+from sendit.run.method import train_method
 
 DEFAULT_GRID = {
     "head": [5e-3, 2e-2, 5e-2],

@@ -8,9 +8,9 @@ import time
 
 import torch
 
-from sendit.config import DataConfig
-from sendit.reading import read_source
-from sendit.model_folder import load
+from sendit.config.schema import DataConfig
+from sendit.data.reading import read_source
+from sendit.serve.model_folder import load
 
 texts = read_source("embedded", DataConfig(normalize=False)).texts[:2000]
 

@@ -16,7 +16,7 @@ def tiny_opt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def opt_tokenizer():
-    from sendit.models import load_tokenizer
+    from sendit.train.models import load_tokenizer
 
     return load_tokenizer(str(OPT_TOKENIZER))
 

@@ -21,7 +21,7 @@ def tiny_opt_config(**kw):
 
 def save_tiny_opt(folder: Path, seed: int = 0, **kw) -> Path:
     """A randomly initialised tiny OPT classifier saved like a hub checkpoint (config, weights, tokenizer)."""
-    from sendit.models import load_tokenizer, model_from_config
+    from sendit.train.models import load_tokenizer, model_from_config
 
     tok = load_tokenizer(str(OPT_TOKENIZER))
     model = model_from_config(tiny_opt_config(**kw), tok, seed=seed)
@@ -34,7 +34,7 @@ def save_tiny_bert(folder: Path) -> Path:
     """A randomly initialised tiny BERT (an encoder) with the embedded model's tokenizer, saved like a checkpoint."""
     from transformers import BertConfig
 
-    from sendit.models import load_tokenizer, model_from_config
+    from sendit.train.models import load_tokenizer, model_from_config
 
     tok = load_tokenizer("embedded")
     config = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -55,7 +55,7 @@ def tiny_training_state():
     """A small model, its AdamW and a scheduler, three steps in: what an epoch checkpoint saves."""
     import torch
 
-    from sendit.engine import make_optimizer
+    from sendit.train.engine import make_optimizer
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 2))
     optimizer = make_optimizer(model, 1e-2, 0.01)
@@ -78,7 +78,7 @@ BF16_PATHS_ATOL = 5e-3
 def paths_atol(fp32_atol: float) -> float:
     """The tolerance for comparing two computation paths (batching, chunking, a reload) of the same model in the
     precision `auto` resolves to in this test run."""
-    from sendit.device import resolve_precision
+    from sendit.train.device import resolve_precision
 
     return fp32_atol if resolve_precision("auto") == "fp32" else max(fp32_atol, BF16_PATHS_ATOL)
 

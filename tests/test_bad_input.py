@@ -182,7 +182,7 @@ def test_model_folder_without_config_and_close_name(tmp_path, capsys, model):
 
 
 def test_hub_model_offline_fails_fast_and_clearly(tmp_path, capsys, monkeypatch):
-    from sendit import models
+    from sendit.train import models
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     models._hub_reachable.cache_clear()
@@ -246,12 +246,12 @@ def test_bad_training_data(tmp_path, capsys, model, rows, flags, expected):
 
 
 def test_interrupt_says_how_to_resume(capsys, monkeypatch):
-    import sendit.workflow
+    import sendit.recipes.compare
 
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sendit.workflow, "run", interrupted)
+    monkeypatch.setattr(sendit.recipes.compare, "run", interrupted)
     assert main(["run"]) == 130
     assert "interrupted. Finished work is saved; continue a run with --resume RUN_DIR" in capsys.readouterr().err
 
@@ -286,10 +286,12 @@ def test_nan_fails_one_method_the_others_go_on_and_skipped_rows_are_reported(tmp
 
 
 def test_nan_keeps_the_best_epoch_in_the_saved_model_folder(tmp_path, model, restore_threads):
-    from sendit.config import load_config
-    from sendit.engine import TrainingError, cross_entropy
-    from sendit.models import load_model
-    from sendit.workflow import Context, train_method
+    from sendit.config.schema import load_config
+    from sendit.errors import TrainingError
+    from sendit.train.engine import cross_entropy
+    from sendit.train.models import load_model
+    from sendit.run.lifecycle import Context
+    from sendit.run.method import train_method
 
     cfg = load_config(None, {"model": str(model), "train_size": 32, "val_size": 16, "test_size": 8,
                              "test_file": "none", "epochs": 4, "batch_size": 16, "patience": 9, "lr": 0.05,

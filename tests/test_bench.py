@@ -13,11 +13,10 @@ import pytest
 import torch
 from helpers import OPT_TOKENIZER
 
-from sendit.bench import SUMMARY_COLUMNS, BenchConfig, format_table, summarize, validate
-from sendit.bench_engines import opt_tokenizer
+from sendit.bench.training import SUMMARY_COLUMNS, BenchConfig, format_table, summarize, validate
+from sendit.bench.engines import opt_tokenizer
 from sendit.cli import main
-from sendit.config import ConfigError
-from sendit.models import ModelError
+from sendit.errors import ConfigError, ModelError
 
 
 EPOCH = 64  # tweets per equal-work epoch: 8 batches of 8
@@ -63,7 +62,7 @@ def test_default_protocol_is_equal_work_for_every_engine(bench_out):
 def test_precision_is_sendits_own_and_recorded(bench_out):
     """sendit and the tuned Trainer run in what `precision: auto` picks here (bf16 or fp32, whichever this host
     or SENDIT_PRECISION gives); the naive recipe and the pipeline stay fp32."""
-    from sendit.device import resolve_precision
+    from sendit.train.device import resolve_precision
 
     res = json.loads(bench_out.with_suffix(".json").read_text())
     expected = resolve_precision("auto", torch.device("cpu"))
@@ -178,7 +177,7 @@ def test_cli_error_exit_code(capsys):
 
 @pytest.mark.parametrize("batch_size, max_tokens", [(256, 2048), (4, 2048), (256, 50), (3, 10_000)])
 def test_token_batches_cover_every_row_within_limits(batch_size, max_tokens):
-    from sendit.batching import token_batches
+    from sendit.train.batching import token_batches
 
     lengths = np.random.default_rng(0).integers(1, 80, size=500)
     batches = token_batches(lengths, batch_size, max_tokens)
@@ -192,12 +191,12 @@ def test_token_batches_cover_every_row_within_limits(batch_size, max_tokens):
 def test_accuracy_check_on_the_opt_shape_uses_the_benchmark_model(tiny_opt, tmp_path):
     """`--accuracy-model opt-125m-shape` times whole epochs on the benchmark's own model (here a tiny stand-in for
     it) instead of loading a checkpoint by that name."""
-    from sendit.bench import OPT_SHAPE, Bench, accuracy_check
-    from sendit.models import load_tokenizer
+    from sendit.bench.training import OPT_SHAPE, Bench, accuracy_check
+    from sendit.train.models import load_tokenizer
 
     cfg = validate(BenchConfig(model=OPT_SHAPE, methods=["lora"], batch_size=8, device="cpu", accuracy_check=True,
                                accuracy_model=OPT_SHAPE, accuracy_train=16, accuracy_val=16))
-    from sendit.device import resolve_precision
+    from sendit.train.device import resolve_precision
 
     b = Bench(cfg, torch.device("cpu"), resolve_precision("auto"), tmp_path, str(tiny_opt), load_tokenizer(str(tiny_opt)), lambda s: None)
     accuracy_check(b)

@@ -14,7 +14,7 @@ import yaml
 from helpers import tiny_run_args
 
 from sendit.cli import build_parser, main
-from sendit.config import CONFIG_DIR, field_index, load_config
+from sendit.config.schema import CONFIG_DIR, field_index, load_config
 
 STUDY_COLUMNS = {
     "results": ["best_val_f1", "val_accuracy", "runtime_sec", "memory_delta_mb"],
@@ -142,7 +142,7 @@ def test_predict_cli_texts_and_csv(run_dir, tmp_path, capsys):
 
 
 def test_evaluate_cli_matches_the_run_on_the_same_file(run_dir, tmp_path):
-    test_file = Path(__import__("sendit.reading", fromlist=["x"]).embedded_path("testdata.manual.2009.06.14.csv"))
+    test_file = Path(__import__("sendit.data.reading", fromlist=["x"]).embedded_path("testdata.manual.2009.06.14.csv"))
     assert main(["evaluate", str(run_dir / "lora"), "--data", str(test_file), "--out", str(tmp_path)]) == 0
     got = pd.read_csv(tmp_path / "lora_inference_metrics_summary.csv").iloc[0]
     ran = pd.read_csv(run_dir / "lora_inference_metrics_summary.csv").iloc[0]
@@ -223,7 +223,7 @@ def test_shipped_configs_load_and_validate(path):
     raw = yaml.safe_load(path.read_text())
     assert raw, "empty config"
     if "tune" in raw:  # a `sendit tune` preset: its run settings plus a tune: section
-        from sendit.tune_config import load_tune_config
+        from sendit.config.tune import load_tune_config
 
         cfg = load_tune_config(path, {}, {})[0]
     else:

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sendit.config import DataConfig
-from sendit.data import DataError, Table, dedupe, load_splits, normalize_tweet, stratified_split
-from sendit.reading import read_hub, read_source, read_table, read_test_file
+from sendit.config.schema import DataConfig
+from sendit.errors import DataError
+from sendit.data.dataset import Table, dedupe, load_splits, normalize_tweet, stratified_split
+from sendit.data.reading import read_hub, read_source, read_table, read_test_file
 
 
 def test_hand_labelled_test_file_drops_and_counts_neutral():

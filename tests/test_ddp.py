@@ -93,7 +93,7 @@ def test_train_shard_weights_give_the_batch_mean_loss_however_rows_split(rows):
     runs one borrowed row at weight 0, so that it still joins the all-reduce)."""
     from types import SimpleNamespace
 
-    from sendit.batching import train_shard
+    from sendit.train.batching import train_shard
 
     batch = list(range(100, 100 + rows))
     losses = np.random.default_rng(rows).random(200)

@@ -9,8 +9,8 @@ import torch
 from helpers import save_tiny_opt
 
 from sendit.cli import main
-from sendit.batching import length_grouped_batches
-from sendit.run_folder import EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS
+from sendit.train.batching import length_grouped_batches
+from sendit.run.folder import EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS
 
 TIMING = ["runtime_sec", "memory_delta_mb", "peak_memory_mb", "process_peak_memory_mb", "train_tweets_per_sec",
           "train_tokens_per_sec",

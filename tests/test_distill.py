@@ -19,13 +19,14 @@ from safetensors.torch import load_file, save_file
 from sendit import distill as D
 from sendit import students as S
 from sendit.cli import main
-from sendit.config import CONFIG_DIR, EMBEDDED_TEST_NAME, HELDOUT_NAME, ConfigError, load_config
-from sendit.device import Processes
-from sendit.distill_config import DistillConfig, distill_config
-from sendit.batching import encode
-from sendit.engine import predict
-from sendit.models import load_tokenizer, model_from_config
-from sendit.model_folder import load, save_model_folder
+from sendit.config.schema import CONFIG_DIR, EMBEDDED_TEST_NAME, HELDOUT_NAME, load_config
+from sendit.errors import ConfigError
+from sendit.train.device import Processes
+from sendit.config.distill import DistillConfig, distill_config
+from sendit.train.batching import encode
+from sendit.train.engine import predict
+from sendit.train.models import load_tokenizer, model_from_config
+from sendit.serve.model_folder import load, save_model_folder
 
 TEXTS = ["so happy today!", "worst day ever", "i love this song", "my phone broke again", "meh", "great game tonight",
          "can't sleep. again.", "thanks @user for the help"]

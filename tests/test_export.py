@@ -16,11 +16,12 @@ from helpers import decided, paths_atol, save_tiny_bert, save_tiny_opt, tiny_run
 
 import sendit
 from sendit.cli import main
-from sendit.config import ConfigError, DataConfig
-from sendit.data import normalize_tweet
-from sendit.reading import read_source
-from sendit.export import add_tweet_normalizer, export, normalize_snippet
-from sendit.model_folder import load
+from sendit.errors import ConfigError
+from sendit.config.schema import DataConfig
+from sendit.data.dataset import normalize_tweet
+from sendit.data.reading import read_source
+from sendit.serve.export import add_tweet_normalizer, export, normalize_snippet
+from sendit.serve.model_folder import load
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same for subprocesses
 RAW = [

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sendit.config import DataConfig
-from sendit.reading import read_sentiment140, read_table, read_texts
-from sendit.rows import DataError
+from sendit.config.schema import DataConfig
+from sendit.data.reading import read_sentiment140, read_table, read_texts
+from sendit.errors import DataError
 
 # SENDIT_FUZZ_EXAMPLES=2000 for a deeper search (about a minute); the default keeps the suite fast.
 SETTINGS = settings(max_examples=int(os.environ.get("SENDIT_FUZZ_EXAMPLES", 150)), deadline=None, database=None,

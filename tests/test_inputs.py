@@ -34,8 +34,9 @@ from helpers import save_tiny_opt
 
 from sendit import fileio
 from sendit.cli import build_parser, main
-from sendit.config import ConfigError, DataConfig
-from sendit.reading import read_chunks, read_table
+from sendit.errors import ConfigError
+from sendit.config.schema import DataConfig
+from sendit.data.reading import read_chunks, read_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CSV = b"label,text\n0,bad day\n1,good day\n0,awful\n1,great\n"
@@ -84,8 +85,8 @@ def model_dir(tmp_path_factory) -> Path:
     """A sendit model folder (method 'full') around an untrained tiny OPT."""
     from transformers import AutoModelForSequenceClassification
 
-    from sendit.model_folder import save_model_folder
-    from sendit.models import load_tokenizer
+    from sendit.serve.model_folder import save_model_folder
+    from sendit.train.models import load_tokenizer
 
     root = tmp_path_factory.mktemp("inputs")
     base = save_tiny_opt(root / "tiny-opt", seed=3)
@@ -134,7 +135,7 @@ def test_fifo_with_a_writer_and_process_substitution_are_read(tmp_path):
         with deadline(10):
             assert len(read_table(f"/dev/fd/{r}", DataConfig())) == 4
         os.close(r)
-    from sendit.config import load_config
+    from sendit.config.schema import load_config
 
     r, w = os.pipe()
     os.write(w, b"train:\n  epochs: 7\n")
@@ -156,9 +157,8 @@ def isolated(code: str) -> subprocess.CompletedProcess:
 
 def test_devices_are_refused(capsys):
     child = isolated("""
-from sendit.config import ConfigError, read_config_file
-from sendit.reading import read_table, read_test_file
-from sendit.rows import DataError
+from sendit.config.schema import read_config_file
+from sendit.data.reading import read_table, read_test_file
 for device in ("/dev/zero", "/dev/urandom"):
     for read in (read_table, read_test_file, read_config_file):
         try:
@@ -242,7 +242,7 @@ def test_config_files_that_are_not_utf8_text(tmp_path, capsys, content, phrase):
         line = refused(capsys, [command, "--config", str(path), "--out", str(tmp_path / "r"), *extra], phrase)
         assert f"config file '{path}'" in line
     with pytest.raises(ConfigError, match=re.escape(phrase)):
-        from sendit.config import read_config_file
+        from sendit.config.schema import read_config_file
 
         read_config_file(path)
     assert not (tmp_path / "r").exists()
@@ -279,7 +279,7 @@ def test_full_disk_while_saving_a_model_folder_leaves_nothing_that_looks_complet
                                                                                  monkeypatch):
     from safetensors import SafetensorError
 
-    import sendit.model_folder as mf
+    import sendit.serve.model_folder as mf
     from sendit.methods import get_method
 
     model = mf.load(model_dir, merge=False, precision="fp32")
@@ -474,7 +474,7 @@ def test_two_models_of_the_same_method_in_same_named_runs_are_labelled_apart(tmp
 
 # ------------------------------------------------------------------------------------------------ symbolic links
 def test_outputs_that_are_symbolic_links_are_written_through(tmp_path, capsys, model_dir):
-    from sendit.run_folder import atomic_write_text
+    from sendit.run.folder import atomic_write_text
 
     texts = tmp_path / "texts.csv"
     texts.write_text("text\nso happy\nso sad\n")

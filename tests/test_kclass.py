@@ -16,8 +16,8 @@ from helpers import paths_atol, save_tiny_bert, save_tiny_opt, tiny_run_args
 import sendit
 from sendit.cli import main
 from sendit.methods import METHODS
-from sendit.predict import predict_csv
-from sendit.run_folder import read_manifest
+from sendit.serve.predict import predict_csv
+from sendit.run.folder import read_manifest
 
 THREE = ["negative", "neutral", "positive"]
 PROBS3 = [f"prob_{c}" for c in THREE]

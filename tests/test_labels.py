@@ -10,12 +10,12 @@ import pytest
 import torch
 from test_bad_input import user_error
 
-from sendit.config import ConfigError, DataConfig, load_config
-from sendit.data import load_splits, stratified_split
-from sendit.engine import class_weights, cross_entropy, training_loss
-from sendit.metrics import classification_metrics, confusion_matrix
-from sendit.reading import read_source, read_table, read_test_file
-from sendit.rows import DataError
+from sendit.errors import ConfigError, DataError
+from sendit.config.schema import DataConfig, load_config
+from sendit.data.dataset import load_splits, stratified_split
+from sendit.train.engine import class_weights, cross_entropy, training_loss
+from sendit.train.metrics import classification_metrics, confusion_matrix
+from sendit.data.reading import read_source, read_table, read_test_file
 
 THREE = ["negative", "neutral", "positive"]
 

@@ -9,7 +9,7 @@ import torch
 from helpers import tiny_run_args
 
 from sendit.cli import main
-from sendit.measure import resident_mb
+from sendit.train.measure import resident_mb
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="reads /proc")]
@@ -38,7 +38,7 @@ def test_resident_memory_gives_back_what_was_freed():
 def test_a_block_inside_another_hands_the_peak_it_resets_to_the_outer_one():
     """A tune trial measures features + fit in one block while fit measures each epoch in its own; both reset the
     one per-process peak counter, so the trial's block must still see an earlier epoch's peak."""
-    from sendit.measure import PeakMemory
+    from sendit.train.measure import PeakMemory
 
     device = torch.device("cpu")
     with PeakMemory(device) as outer:

@@ -9,14 +9,14 @@ import pytest
 import torch
 from helpers import OPT_TOKENIZER, tiny_opt_config
 
-from sendit.config import MethodConfig, TrainConfig
-from sendit.batching import encode
-from sendit.engine import fit, predict
+from sendit.config.schema import MethodConfig, TrainConfig
+from sendit.train.batching import encode
+from sendit.train.engine import fit, predict
 from sendit.methods import METHODS, get_method
 from sendit.methods.bitfit import bias_names
-from sendit.models import head_parameter_names, load_model, model_from_config
-from sendit.device import Processes
-from sendit.model_folder import load, save_model_folder
+from sendit.train.models import head_parameter_names, load_model, model_from_config
+from sendit.train.device import Processes
+from sendit.serve.model_folder import load, save_model_folder
 
 TEXTS = ["i love this so much", "worst day ever", "meh", "so happy today!!", "sad and tired", "great game",
          "awful traffic again", "nice weather"] * 8
@@ -103,7 +103,7 @@ def _headless_checkpoint(arch: str, folder: Path) -> Path:
     checkpoint; OPT's score)."""
     from transformers import BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertModel, OPTForCausalLM
 
-    from sendit.models import load_tokenizer
+    from sendit.train.models import load_tokenizer
 
     torch.manual_seed(0)
     tok = load_tokenizer(str(OPT_TOKENIZER) if arch == "opt" else "embedded")
@@ -125,7 +125,7 @@ def _headless_checkpoint(arch: str, folder: Path) -> Path:
 def test_partial_methods_reload_exactly_when_the_checkpoint_lacks_head_parts(tmp_path, arch, method):
     """head/BitFit train a subset; the parameters the checkpoint did not hold start random and frozen, so they
     are saved too: two fresh loads (the random draws differ) predict exactly what the trained model did."""
-    from sendit.models import NEW_PARAMETERS, load_tokenizer
+    from sendit.train.models import NEW_PARAMETERS, load_tokenizer
 
     base = _headless_checkpoint(arch, tmp_path / "base")
     tok = load_tokenizer(str(base))
@@ -152,7 +152,7 @@ def test_fit_keeps_the_best_epoch_and_logs_every_epoch(tiny_opt, opt_tokenizer):
     best = max(result.history, key=lambda h: h["val_f1"])
     assert result.best_epoch == best["epoch"] and result.best_val_f1 == best["val_f1"]
     acc = Processes()
-    from sendit.engine import evaluate_loss
+    from sendit.train.engine import evaluate_loss
 
     again = evaluate_loss(trained, encode(opt_tokenizer, TEXTS, LABELS, 32), acc, 64)
     assert again["f1"] == pytest.approx(result.best_val_f1)
@@ -174,7 +174,7 @@ def test_opt_pooling_is_padding_invariant(tiny_opt, opt_tokenizer):
 
 
 def test_length_grouped_batches_cover_every_row_once_and_depend_on_seed_and_epoch():
-    from sendit.batching import length_grouped_batches
+    from sendit.train.batching import length_grouped_batches
 
     lengths = np.random.default_rng(0).integers(1, 60, size=1000)
     b = length_grouped_batches(lengths, 32, seed=1, epoch=1)

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 
 from sendit.cli import main
-from sendit.config import load_config
-from sendit.data import split_sizes
+from sendit.config.schema import load_config
+from sendit.data.dataset import split_sizes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -267,8 +267,8 @@ def test_label_map_resolves_ambiguous_labels(world, capsys):
     code = main(["data", str(world / "tweeteval.csv"), "--bad-rows", "error"])
     assert code == 2
     capsys.readouterr()
-    from sendit.config import DataConfig
-    from sendit.reading import read_table
+    from sendit.config.schema import DataConfig
+    from sendit.data.reading import read_table
 
     table = read_table(world / "tweeteval.csv", DataConfig(label_map={0: "negative", 1: "neutral", 2: "positive"}))
     assert table.labels.tolist() == [0, 1] * 10 and table.dropped == {"neutral": 10}
@@ -289,8 +289,8 @@ def test_fraction_sizes_always_add_up():
 
 
 def test_paper_config_splits_its_rows(tmp_path):
-    from sendit.config import load_config
-    from sendit.data import load_splits
+    from sendit.config.schema import load_config
+    from sendit.data.dataset import load_splits
 
     path = tweets_csv(tmp_path / "t.csv", n=403)  # 0.98/0.01/0.01 of 403 rounds to 395 + 4 + 4 = 403 rows
     cfg = load_config(Path(__file__).parents[1] / "configs" / "paper.yaml", {"data": str(path), "test_file": "none"})
@@ -302,7 +302,7 @@ def test_paper_config_splits_its_rows(tmp_path):
 HOLDER = """
 import sys, time
 from pathlib import Path
-from sendit.run_folder import writing
+from sendit.run.folder import writing
 with writing(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(120)
@@ -330,7 +330,7 @@ def test_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken_o
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    from sendit.run_folder import LOCK, writing
+    from sendit.run.folder import LOCK, writing
 
     assert (old / LOCK).exists()  # the killed holder never released it: a stale lock
     with writing(old):
@@ -342,9 +342,9 @@ def test_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken_o
 def test_full_disk_while_saving_a_checkpoint_keeps_the_last_good_one(tmp_path):
     from helpers import tiny_training_state
 
-    from sendit import checkpoint
-    from sendit.checkpoint import load_checkpoint, save_checkpoint
-    from sendit.engine import FitResult
+    from sendit.train import checkpoint
+    from sendit.train.checkpoint import load_checkpoint, save_checkpoint
+    from sendit.train.engine import FitResult
 
     model, optimizer, scheduler = tiny_training_state()
     best = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -378,7 +378,7 @@ def test_full_disk_while_saving_a_checkpoint_keeps_the_last_good_one(tmp_path):
 
 
 def test_full_disk_in_a_run_exits_1_and_says_how_to_resume(world, capsys, monkeypatch):
-    from sendit import checkpoint
+    from sendit.train import checkpoint
 
     saves = {"n": 0}
     original = checkpoint.torch.save
@@ -406,12 +406,12 @@ def test_full_disk_in_a_run_exits_1_and_says_how_to_resume(world, capsys, monkey
 
 
 def test_interrupt_names_the_run_folder_only_when_a_run_was_interrupted(world, capsys, monkeypatch):
-    import sendit.workflow
+    import sendit.recipes.compare
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sendit.workflow, "train_method", interrupted)
+    monkeypatch.setattr(sendit.recipes.compare, "train_method", interrupted)
     out = world / "run"
     code, err = run_cli(capsys, ["run", "--model", str(world / "opt"), "--data", str(world / "forty.csv"),
                                  "--test-file", "none", "--train-size", "20", "--val-size", "8", "--test-size", "8",
@@ -429,7 +429,7 @@ def test_file_errors_outside_a_run_give_no_resume_hint(world, capsys):
 
 
 def test_an_export_overwrite_replaces_only_an_export(world, capsys, monkeypatch):
-    from sendit import export as export_module
+    from sendit.serve import export as export_module
 
     seen = {}
 
@@ -437,7 +437,7 @@ def test_an_export_overwrite_replaces_only_an_export(world, capsys, monkeypatch)
         seen["loaded"] = src
         raise KeyboardInterrupt  # stop after the checks: what matters is that they let it through
 
-    monkeypatch.setattr("sendit.model_folder.load", fake_load)
+    monkeypatch.setattr("sendit.serve.model_folder.load", fake_load)
     code, err = run_cli(capsys, ["export", str(world / "oldrun" / "lora"), "--out", str(world / "oldexport"),
                                  "--overwrite"])
     assert code == 130 and seen["loaded"] == world / "oldrun" / "lora"

@@ -15,7 +15,7 @@ import pytest
 from helpers import OPT_TOKENIZER, tiny_opt_config, tiny_run_args
 
 from sendit.cli import build_parser, main
-from sendit.reading import embedded_path
+from sendit.data.reading import embedded_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LIBRARY_NOISE = ("MISSING", "newly initialized", "LOAD REPORT", "FutureWarning", "Loading weights")
@@ -184,8 +184,9 @@ def test_inference_shows_a_progress_bar_with_throughput_unless_quiet(monkeypatch
     import numpy as np
     import torch
 
-    from sendit import engine, verbosity
-    from sendit.batching import Encoded
+    from sendit.train import engine
+    from sendit import verbosity
+    from sendit.train.batching import Encoded
 
     class Constant(torch.nn.Module):
         def __init__(self):

@@ -15,9 +15,9 @@ import pytest
 from helpers import decided, save_tiny_bert, save_tiny_opt, tiny_run_args
 from test_export import ONE_THREAD, sample_texts
 
-import sendit.onnx_export as onnx_export
+import sendit.serve.onnx_export as onnx_export
 from sendit.cli import main
-from sendit.model_folder import load
+from sendit.serve.model_folder import load
 
 pytest.importorskip("onnxruntime")
 

@@ -13,10 +13,11 @@ import pytest
 from helpers import tiny_run_args
 
 from sendit.cli import main
-from sendit.config import ConfigError, _f, field_index
+from sendit.errors import ConfigError
+from sendit.config.schema import _f, field_index
 from sendit.methods import METHODS, register
 from sendit.methods.lora import Lora, LoraSettings
-from sendit.model_folder import load
+from sendit.serve.model_folder import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEXTS = ["what a great day", "worst service ever", "so sad today", "love it!!"]
@@ -106,7 +107,7 @@ def test_a_new_method_checks_its_own_settings_and_takes_them_away_when_it_leaves
 
 def test_a_setting_that_another_setting_already_names_is_refused():
     """One flag per name: a plugin's setting may not shadow a run setting, nor redeclare a shared one otherwise."""
-    from sendit.config import method_config
+    from sendit.config.schema import method_config
 
     @dataclass
     class Shadows:

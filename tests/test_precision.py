@@ -11,8 +11,8 @@ import torch
 from helpers import tiny_run_args
 
 from sendit.cli import main
-from sendit.device import ENV, PrecisionError, resolve_precision
-from sendit.model_folder import load
+from sendit.train.device import ENV, PrecisionError, resolve_precision
+from sendit.serve.model_folder import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEXTS = ["what a great day", "worst service ever", "meh, it's ok I guess", "love it!!", "so sad today"]
@@ -48,7 +48,7 @@ def test_notebook_loads_the_same_model_in_several_precisions(trained, order):
 
 
 def test_training_in_fp32_after_bf16_in_one_process(tiny_opt, tmp_path, monkeypatch):
-    import sendit.engine as engine
+    import sendit.train.engine as engine
 
     calls: list[str] = []
     real_autocast = engine.autocast

@@ -19,10 +19,10 @@ from helpers import decided, paths_atol, save_tiny_opt
 
 import sendit
 from sendit.cli import main
-from sendit.config import DataConfig
-from sendit.reading import embedded_path, read_source
-from sendit.rows import DataError
-from sendit.predict import predict_csv
+from sendit.config.schema import DataConfig
+from sendit.data.reading import embedded_path, read_source
+from sendit.errors import DataError
+from sendit.serve.predict import predict_csv
 
 SENDIT = [sys.executable, "-m", "sendit.cli"]
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same for subprocesses
@@ -32,8 +32,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A sendit model folder (method 'full') around an untrained tiny OPT: no training needed to predict."""
-    from sendit.models import load_tokenizer
-    from sendit.model_folder import save_model_folder
+    from sendit.train.models import load_tokenizer
+    from sendit.serve.model_folder import save_model_folder
 
     root = tmp_path_factory.mktemp("predict")
     base = save_tiny_opt(root / "tiny-opt", seed=3)
@@ -163,8 +163,8 @@ MEMORY_SCRIPT = """
 import json, sys
 import numpy as np
 import sendit
-from sendit.engine import Predictions
-from sendit.predict import predict_csv
+from sendit.train.engine import Predictions
+from sendit.serve.predict import predict_csv
 
 def peak_rss() -> int:
     with open("/proc/self/status") as f:

@@ -10,10 +10,10 @@ import stat
 
 import pytest
 
-from sendit import run_folder
-from sendit.config import DataConfig
-from sendit.reading import read_chunks, read_table
-from sendit.rows import DataError
+from sendit.run import folder as run_folder
+from sendit.config.schema import DataConfig
+from sendit.data.reading import read_chunks, read_table
+from sendit.errors import DataError
 
 # UTF-8 text, a byte-order mark in front and one latin-1 byte (Sentiment140's encoding) in a row of its own.
 MIXED = "\ufefftext,label\ncaf\u00e9 ok,4\n".encode() + b"na\xefve,0\n"
@@ -43,8 +43,8 @@ def test_stream_refuses_reserved_columns(tmp_path):
         next(read_chunks(str(path), reserved=("prediction",)))
 
 
-@pytest.mark.parametrize("module", ["sendit.run_folder", "sendit.report.files", "sendit.predict", "sendit.export",
-                                    "sendit.reading"])
+@pytest.mark.parametrize("module", ["sendit.run.folder", "sendit.report.files", "sendit.serve.predict", "sendit.serve.export",
+                                    "sendit.data.reading"])
 def test_import_changes_no_process_state(monkeypatch, module):
     """No umask read (which sets it) and no codec error handler registered when a module is imported."""
     importlib.import_module(module)  # its imports first: only the module's own top level runs below

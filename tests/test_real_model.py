@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from sendit.cli import main
-from sendit.config import EMBEDDED_TEST_NAME
+from sendit.config.schema import EMBEDDED_TEST_NAME
 
 
 def test_minilm_learns_from_real_tweets(tmp_path):

@@ -32,12 +32,12 @@ from helpers import save_tiny_opt
 from safetensors.torch import load_file
 
 from sendit.cli import main
-from sendit.run_folder import EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS
+from sendit.run.folder import EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS
 
 ZYGOTE = r'''
 import json, os, signal, sys, time
 from torch.optim.optimizer import register_optimizer_step_pre_hook
-import sendit.checkpoint, sendit.cli, sendit.workflow  # the slow imports, paid once before forking
+import sendit.train.checkpoint, sendit.cli, sendit.recipes.compare  # the slow imports, paid once before forking
 
 
 def install(spec):
@@ -47,7 +47,7 @@ def install(spec):
         print(f"PAUSED-AT {spec}", flush=True)
         time.sleep(600)
 
-    checkpoint, workflow = sendit.checkpoint, sendit.workflow
+    checkpoint, workflow = sendit.train.checkpoint, sendit.recipes.compare
     current, steps = [None], [0]
     train_method = workflow.train_method
 

@@ -17,10 +17,10 @@ from helpers import save_tiny_opt, tiny_training_state
 
 import sendit
 from sendit.cli import main
-from sendit.config import ConfigError
-from sendit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from sendit.engine import FitResult
-from sendit.workflow import check_label, train_method
+from sendit.errors import CheckpointError, ConfigError
+from sendit.train.checkpoint import load_checkpoint, save_checkpoint
+from sendit.train.engine import FitResult
+from sendit.run.method import check_label, train_method
 
 SRC = Path(sendit.__file__).parent
 

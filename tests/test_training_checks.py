@@ -19,12 +19,12 @@ from helpers import OPT_TOKENIZER, tiny_opt_config, tiny_run_args
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from sendit.config import MethodConfig, TrainConfig
-from sendit.device import Processes
-from sendit.batching import collate, encode, length_grouped_batches
-from sendit.engine import fit, predict
+from sendit.config.schema import MethodConfig, TrainConfig
+from sendit.train.device import Processes
+from sendit.train.batching import collate, encode, length_grouped_batches
+from sendit.train.engine import fit, predict
 from sendit.methods import get_method
-from sendit.models import load_model, load_tokenizer, model_from_config
+from sendit.train.models import load_model, load_tokenizer, model_from_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,7 +47,7 @@ def test_the_best_epoch_not_the_last_is_saved_and_tested(tiny_opt, tmp_path, mon
     learn the opposite labels until validation F1 is 0, so epoch 1 is the best (epochs 2 and 3 tie it at best, and
     a tie keeps the earlier epoch). The saved weights must be epoch 1's, and the test metrics the run writes must
     be those of a model that still gets the task right."""
-    from sendit import workflow
+    from sendit.run import method as workflow
     from sendit.cli import main
 
     rows = [(f"day number {i} was {'good' if i % 2 else 'bad'}", "positive" if i % 2 else "negative")
@@ -183,7 +183,7 @@ def test_teacher_cache_key_names_the_precision_and_the_hub_revision(tmp_path, mo
     from huggingface_hub import constants
 
     from sendit import students as S
-    from sendit.model_folder import save_model_folder
+    from sendit.serve.model_folder import save_model_folder
 
     tok = load_tokenizer(str(OPT_TOKENIZER))
     teacher = tmp_path / "teacher"

@@ -11,18 +11,19 @@ import pandas as pd
 import pytest
 from helpers import OPT_TOKENIZER, paths_atol
 
-from sendit import engine, tune_trials
+from sendit.train import engine
+from sendit.recipes.tune import trials as tune_trials
 from sendit.cli import main
-from sendit.config import ConfigError, resolve_config_path
-from sendit.engine import TrainingError
+from sendit.errors import ConfigError, TrainingError
+from sendit.config.schema import resolve_config_path
 from sendit.methods import METHODS, get_method
-from sendit.run_folder import read_manifest
+from sendit.run.folder import read_manifest
 from sendit.report import build_report
 from sendit.report.load import RunData
 from sendit.report.recommend import busy_notes
-from sendit.tune import tune
-from sendit.tune_config import load_tune_config
-from sendit.tune_trials import TRIAL_COLUMNS, TRIALS_CSV, apply_params, default_params, method_space
+from sendit.recipes.tune.search import tune
+from sendit.config.tune import load_tune_config
+from sendit.recipes.tune.trials import TRIAL_COLUMNS, TRIALS_CSV, apply_params, default_params, method_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = dict(log=lambda s: None)
@@ -91,7 +92,7 @@ def test_shipped_tune_preset_loads_and_a_bad_tune_key_is_one_paragraph(tmp_path,
 # ------------------------------------------------------------------------------------------------ sweeps
 def test_search_reads_validation_only_then_confirms_every_seed(tiny_opt, tmp_path, monkeypatch):
     seen, phase = [], {"now": "search"}
-    real_predict, real_confirm = engine.predict, __import__("sendit.tune", fromlist=["confirm"]).confirm
+    real_predict, real_confirm = engine.predict, __import__("sendit.recipes.tune.search", fromlist=["confirm"]).confirm
 
     def spy_predict(model, data, *a, **kw):
         seen.append((phase["now"], len(data)))
@@ -102,8 +103,8 @@ def test_search_reads_validation_only_then_confirms_every_seed(tiny_opt, tmp_pat
         return real_confirm(*a, **kw)
 
     monkeypatch.setattr(engine, "predict", spy_predict)
-    monkeypatch.setattr("sendit.workflow.predict", spy_predict)
-    monkeypatch.setattr("sendit.tune.confirm", spy_confirm)
+    monkeypatch.setattr("sendit.run.method.predict", spy_predict)
+    monkeypatch.setattr("sendit.recipes.tune.search.confirm", spy_confirm)
     trial_seeds, real_fit = [], tune_trials.fit
     monkeypatch.setattr(tune_trials, "fit", lambda *a, **kw: trial_seeds.append(a[6]) or real_fit(*a, **kw))
     cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", methods="bitfit,lora", seeds=(0, 1))
@@ -198,10 +199,10 @@ def test_every_method_gets_the_same_trials_and_a_trial_seed_apart_from_the_confi
 
 def test_a_default_arm_equal_to_the_tuned_configuration_reuses_its_runs(tiny_opt, tmp_path, monkeypatch):
     """trials=1: the only trial is the default configuration, so the default arm is the tuned one: not retrained."""
-    from sendit import workflow
+    from sendit.run.method import train_method as real
 
-    trained, real = [], workflow.train_method
-    monkeypatch.setattr("sendit.tune.train_method", lambda ctx, name, seed, **kw: trained.append(
+    trained = []
+    monkeypatch.setattr("sendit.recipes.tune.search.train_method", lambda ctx, name, seed, **kw: trained.append(
         (kw.get("label"), seed)) or real(ctx, name, seed, **kw))
     cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", methods="bitfit", seeds=(0, 1), trials=1, defaults=True)
     run_dir = tune(cfg, tcfg, report=False, **QUIET)
@@ -216,8 +217,8 @@ def test_a_default_arm_equal_to_the_tuned_configuration_reuses_its_runs(tiny_opt
 def test_head_trials_train_on_features_computed_once_as_through_the_whole_model(tiny_opt, tmp_path, monkeypatch):
     """tiny_opt has no dropout, so a head trained on features computed once follows the path of one trained
     through the whole model, epoch by epoch; and the frozen model runs once per split, however many trials."""
-    from sendit import features as feats
-    from sendit.workflow import Context
+    from sendit.train import features as feats
+    from sendit.run.lifecycle import Context
 
     calls, real = [], feats.head_inputs
     monkeypatch.setattr(feats, "head_inputs", lambda model, data, *a: calls.append(len(data)) or real(model, data, *a))
@@ -242,8 +243,8 @@ def test_a_head_that_reads_whole_sequences_trains_through_the_whole_model(tmp_pa
     """RoBERTa's head takes every position and picks the first itself: no features, the same trial as without."""
     from transformers import RobertaConfig
 
-    from sendit.models import load_tokenizer, model_from_config
-    from sendit.workflow import Context
+    from sendit.train.models import load_tokenizer, model_from_config
+    from sendit.run.lifecycle import Context
 
     tok = load_tokenizer(str(OPT_TOKENIZER))
     config = RobertaConfig(vocab_size=50272, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -263,7 +264,7 @@ def test_a_head_that_reads_whole_sequences_trains_through_the_whole_model(tmp_pa
 
 @pytest.mark.parametrize("head_features, computed", [(True, 4), (False, 0)])
 def test_the_sweep_computes_head_features_only_when_asked(tiny_opt, tmp_path, monkeypatch, head_features, computed):
-    from sendit import features as feats
+    from sendit.train import features as feats
 
     calls, real = [], feats.head_inputs
     monkeypatch.setattr(feats, "head_inputs", lambda *a: calls.append(1) or real(*a))
@@ -407,7 +408,7 @@ def test_ray_trials_asha_stopped_are_pruned_and_never_selected(tiny_opt, tmp_pat
 def test_ray_results_become_trials_csv_rows_in_creation_order(tmp_path):
     from types import SimpleNamespace
 
-    from sendit.tune_ray import FINISHED, trial_rows
+    from sendit.recipes.tune.ray_tune import FINISHED, trial_rows
 
     def result(number, lr, f1s, finished=True, error=None, t=0.0):
         df = pd.DataFrame({"val_f1": f1s, "val_accuracy": f1s, "timestamp": [t + i for i in range(len(f1s))],
@@ -431,14 +432,14 @@ def test_ray_results_become_trials_csv_rows_in_creation_order(tmp_path):
 
 def test_a_failed_confirmation_exits_1_as_documented_and_the_others_finish(tiny_opt, tmp_path, monkeypatch, capsys):
     """docs/reliability.md: a run whose method failed part-way exits 1 (before: sendit tune said 2, bad input)."""
-    real = __import__("sendit.tune", fromlist=["train_method"]).train_method
+    real = __import__("sendit.recipes.tune.search", fromlist=["train_method"]).train_method
 
     def failing(ctx, name, seed, **kw):
         if name == "bitfit":
             raise TrainingError("the training loss became nan in epoch 1")
         return real(ctx, name, seed, **kw)
 
-    monkeypatch.setattr("sendit.tune.train_method", failing)
+    monkeypatch.setattr("sendit.recipes.tune.search.train_method", failing)
     code = main(["tune", "--model", str(tiny_opt), "--methods", "head,bitfit", "--train-size", "64", "--val-size",
                  "24", "--test-size", "40", "--epochs", "1", "--batch-size", "16", "--threads", "1", "--trials", "1",
                  "--no-report", "--out", str(tmp_path / "run")])

@@ -18,15 +18,15 @@ __version__ = "0.1.0"
 
 # Public name -> (module, attribute): `dir(sendit)` lists them, `sendit.<name>` imports its module then.
 _API = {
-    "load": ("sendit.model_folder", "load"),
-    "SenditModel": ("sendit.model_folder", "SenditModel"),
-    "run": ("sendit.workflow", "run"),
-    "evaluate": ("sendit.evaluate", "evaluate_folder"),
-    "export": ("sendit.export", "export"),
+    "load": ("sendit.serve.model_folder", "load"),
+    "SenditModel": ("sendit.serve.model_folder", "SenditModel"),
+    "run": ("sendit.recipes.compare", "run"),
+    "evaluate": ("sendit.serve.evaluate", "evaluate_folder"),
+    "export": ("sendit.serve.export", "export"),
     "build_report": ("sendit.report", "build_report"),
-    "load_config": ("sendit.config", "load_config"),
-    "RunConfig": ("sendit.config", "RunConfig"),
-    "normalize_tweet": ("sendit.data", "normalize_tweet"),
+    "load_config": ("sendit.config.schema", "load_config"),
+    "RunConfig": ("sendit.config.schema", "RunConfig"),
+    "normalize_tweet": ("sendit.data.dataset", "normalize_tweet"),
 }
 __all__ = [*_API, "__version__"]
 

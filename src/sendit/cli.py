@@ -14,10 +14,11 @@ import os
 import sys
 from pathlib import Path
 
-from sendit.config import ConfigError, DataConfig, field_default
-from sendit.distill_config import DistillConfig
+from sendit.errors import ConfigError
+from sendit.config.schema import DataConfig, field_default
+from sendit.config.distill import DistillConfig
 from sendit.fileio import WRITE_FULL, as_write_error, write_hint
-from sendit.flags import add_config_flags, add_field_flags, config_overrides
+from sendit.config.flags import add_config_flags, add_field_flags, config_overrides
 from sendit.verbosity import set_level
 
 ALIASES = {"data": ["--data"], "model": ["--model"], "methods": ["--methods"], "method": ["--method"]}
@@ -28,18 +29,18 @@ EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer stopped by SIGPIPE
 
 
 def _config(args: argparse.Namespace):
-    from sendit.config import load_config, resolve_config_path
+    from sendit.config.schema import load_config, resolve_config_path
 
     path = resolve_config_path(args.config) if args.config else None
     return load_config(path, config_overrides(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sendit.workflow import run
+    from sendit.recipes.compare import run
 
     if args.resume:
-        from sendit.config import from_dict
-        from sendit.run_folder import read_manifest
+        from sendit.config.schema import from_dict
+        from sendit.run.folder import read_manifest
 
         saved = read_manifest(Path(args.resume)).get("config")
         if not saved:
@@ -59,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _failures(run_dir: Path, command: str = "run") -> int:
     """Exit code of a finished run: 0, or 1 when a method failed (the others' results are saved)."""
-    from sendit.run_folder import read_manifest
+    from sendit.run.folder import read_manifest
 
     status = read_manifest(run_dir).get("status", {})
     failed = {k: v for k, v in status.items() if str(v).startswith("failed")}
@@ -72,7 +73,7 @@ def _failures(run_dir: Path, command: str = "run") -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sendit.workflow import run
+    from sendit.recipes.compare import run
 
     args.methods = args.method
     cfg = _config(args)
@@ -82,8 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from sendit.config import check_count
-    from sendit.evaluate import evaluate_folder
+    from sendit.config.schema import check_count
+    from sendit.serve.evaluate import evaluate_folder
 
     check_count("--batch-size", args.batch_size)
     evaluate_folder(args.model_dirs, args.data, args.out, args.batch_size, precision=args.precision,
@@ -97,32 +98,32 @@ READING_FIELDS = ("bad_rows", "label_map", "encoding")  # evaluate and data take
 
 def _reading_config(args: argparse.Namespace, **given):
     """The data section with the reading flags given (checked as `sendit run` checks them)."""
-    from sendit.config import load_config
+    from sendit.config.schema import load_config
 
     return load_config(None, {**{k: getattr(args, k, None) for k in READING_FIELDS}, **given}).data
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from sendit.predict import predict_command
+    from sendit.serve.predict import predict_command
 
     return predict_command(args)
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from sendit.distill import distill_command
+    from sendit.recipes.distill import distill_command
 
     return distill_command(args)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from sendit.data import describe
-    from sendit.reading import read_source, read_test_file
+    from sendit.data.dataset import describe
+    from sendit.data.reading import read_source, read_test_file
 
     cfg = _reading_config(args, normalize=args.normalize != "false", labels=args.labels)
     table = read_test_file(args.source, cfg, flag=None) if args.test_file else read_source(args.source, cfg, None)
     tokenizer = None
     if args.model:
-        from sendit.models import load_tokenizer
+        from sendit.train.models import load_tokenizer
 
         tokenizer = load_tokenizer(args.model)
     print(json.dumps(describe(table, tokenizer), indent=2))
@@ -131,7 +132,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     try:
-        from sendit.tune import tune_command
+        from sendit.recipes.tune.search import tune_command
     except ModuleNotFoundError as e:
         if e.name != "optuna":
             raise
@@ -208,7 +209,7 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_train)
 
-    from sendit.tune_config import add_arguments as add_tune_arguments
+    from sendit.config.tune import add_arguments as add_tune_arguments
 
     p = sub.add_parser("tune", help="tune every method under one budget, retrain the best over seeds, compare",
                        description="Search each method's hyperparameters (Optuna TPE, validation only, the same "
@@ -269,7 +270,7 @@ def _add_model_commands(sub) -> None:
     _add_precision_flag(p)
     p.set_defaults(func=cmd_predict)
 
-    from sendit.export import export_command  # torch-free import; torch loads when the command runs
+    from sendit.serve.export import export_command  # torch-free import; torch loads when the command runs
 
     p = sub.add_parser("export", help="write a model folder as a standard Hugging Face folder (plain transformers) or ONNX")
     p.add_argument("model_dir", help="a model folder written by a run (RUN_DIR/<method>)")
@@ -310,7 +311,7 @@ def _add_data_commands(sub) -> None:
                    "accuracy points (default: the sweep's tune.margin, else 1)")
     p.set_defaults(func=cmd_report)
 
-    from sendit import bench
+    from sendit.bench import training as bench
 
     p = sub.add_parser("bench", help="training/inference throughput against the HF Trainer + peft and pipeline")
     bench.add_arguments(p)
@@ -326,14 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_level(args.verbosity)
-    from sendit.data import DataError
-    from sendit.run_folder import RunStopped
+    from sendit.errors import DataError
+    from sendit.errors import RunStopped
 
     user_errors: tuple = (ConfigError, DataError)
     failures: tuple = ()
     try:
-        from sendit.engine import TrainingError
-        from sendit.models import ModelError
+        from sendit.errors import TrainingError
+        from sendit.errors import ModelError
 
         user_errors += (ModelError,)
         failures += (TrainingError,)

@@ -1,5 +1,5 @@
 """The method registry. A method differs from another only in which parameters train and how they are saved;
-all of them plug into the one training loop in `sendit.engine`.
+all of them plug into the one training loop in `sendit.train.engine`.
 
 Method files import torch, transformers and peft inside their functions, so that the registry and the methods'
 settings (which the config reads to know its flags) load without them: the command line and `sendit report`
@@ -11,7 +11,7 @@ import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from sendit.config import ConfigError
+from sendit.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import nn

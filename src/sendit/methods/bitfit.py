@@ -20,7 +20,7 @@ class BitFit:
     }
 
     def prepare(self, model, cfg):
-        from sendit.models import head_parameter_names
+        from sendit.train.models import head_parameter_names
 
         return partial.train_only(model, bias_names(model) | set(head_parameter_names(model)))
 

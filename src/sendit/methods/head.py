@@ -15,7 +15,7 @@ class Head:
     frozen_features = True
 
     def prepare(self, model, cfg):
-        from sendit.models import head_parameter_names
+        from sendit.train.models import head_parameter_names
 
         return partial.train_only(model, set(head_parameter_names(model)))
 

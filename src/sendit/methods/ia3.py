@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sendit import validation
-from sendit.config import ConfigError, _f
+from sendit.config import validation
+from sendit.errors import ConfigError
+from sendit.config.schema import _f
 from sendit.methods import TARGET_MODULES_HELP, register
 
 TARGETS = {
@@ -45,7 +46,7 @@ class IA3:
     def prepare(self, model, cfg):
         from peft import IA3Config, TaskType, get_peft_model
 
-        from sendit.models import model_type
+        from sendit.train.models import model_type
 
         targets, feedforward = TARGETS.get(model_type(model), (None, None))
         if cfg.target_modules:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sendit import validation
-from sendit.config import ConfigError, _f
+from sendit.config import validation
+from sendit.errors import ConfigError
+from sendit.config.schema import _f
 from sendit.methods import TARGET_MODULES_HELP, register
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class Lora:
     def peft_config(self, model, cfg) -> LoraConfig:
         from peft import LoraConfig, TaskType
 
-        from sendit.models import model_type
+        from sendit.train.models import model_type
 
         targets = cfg.target_modules or TARGETS.get(model_type(model))
         return LoraConfig(

@@ -24,9 +24,9 @@ def train_only(model: nn.Module, names: set[str]) -> nn.Module:
 
 
 def saved_names(model: nn.Module) -> set[str]:
-    """The trained parameters and those no checkpoint supplied. A model not built by `sendit.models` (its origin
+    """The trained parameters and those no checkpoint supplied. A model not built by `sendit.train.models` (its origin
     unknown) is saved whole: the only choice that is sure to reload to the same predictions."""
-    from sendit.models import NEW_PARAMETERS
+    from sendit.train.models import NEW_PARAMETERS
 
     params = dict(model.named_parameters())
     new = getattr(model, NEW_PARAMETERS, None)
@@ -49,7 +49,7 @@ def load_trainable(folder: Path, base: Callable[[], nn.Module]) -> nn.Module:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from sendit.models import ModelError
+    from sendit.errors import ModelError
 
     model = base()
     path = Path(folder) / WEIGHTS

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sendit.config import HELDOUT_NAME, DataConfig, test_set_name
+from sendit.config.schema import HELDOUT_NAME, DataConfig, test_set_name
 from sendit.report.files import pretty
 from sendit.report.load import RunData
 from sendit.report.tables import Table

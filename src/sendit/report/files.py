@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sendit.run_folder import atomic_write_bytes, atomic_write_text
+from sendit.run.folder import atomic_write_bytes, atomic_write_text
 
 __all__ = ["PRETTY_METHODS", "RECORDED", "atomic_write_bytes", "atomic_write_text", "pretty", "record_methods"]
 

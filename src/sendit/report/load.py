@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sendit.config import EMBEDDED_TEST_NAME, HELDOUT_NAME, DataConfig, test_set_name
-from sendit.run_folder import EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS
+from sendit.config.schema import EMBEDDED_TEST_NAME, HELDOUT_NAME, DataConfig, test_set_name
+from sendit.run.folder import EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS
 from sendit.report.files import RECORDED, record_methods
 
 SUFFIXES = {kind: template.format(method="") for kind, template in (

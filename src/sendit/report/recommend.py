@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sendit.config import HELDOUT_NAME as HELDOUT
+from sendit.config.schema import HELDOUT_NAME as HELDOUT
 from sendit.report.figures import FigureFile
 from sendit.report.files import pretty
 from sendit.report.load import RunData

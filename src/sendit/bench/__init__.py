@@ -1,0 +1,1 @@
+"""`sendit bench`: engines and precisions compared on equal work, interleaved."""

@@ -1,0 +1,131 @@
+"""`sendit tune` settings: the `tune:` section of a config file (each field is also a flag). Torch-free, so that
+the command line starts fast."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sendit.config.schema import SECTIONS, RunConfig, _coerce, _f, _suggest, from_dict, read_config_file
+from sendit.errors import ConfigError
+
+PRUNERS = ("median", "halving", "none")
+BACKENDS = ("optuna", "ray")
+
+
+@dataclass
+class TuneConfig:
+    trials: int = _f(12, "trials per method; finished, pruned and failed trials all count")
+    time_cap_minutes: float | None = _f(
+        None, "a safety net, not a budget: trial time per method, summed over its trials; when reached, the running "
+        "trial stops after its current epoch (pruned) and the method is flagged as cut short in the verdict")
+    pruner: str = _f("median", "stop bad trials after an epoch: 'median' (Optuna MedianPruner), 'halving' "
+                     "(successive halving) or 'none'")
+    prune_after_trials: int = _f(3, "trials of a method that always finish before the median pruner may prune")
+    search_seed: int = _f(0, "seed of the TPE sampler (worker i uses seed + i)")
+    start_from_defaults: bool = _f(True, "each method's first trial is its default configuration, so the tuned "
+                                   "configuration is never worse on validation than the default")
+    defaults: bool = _f(False, "also retrain each method's default configuration (<method>-default) with every "
+                        "seed, to show what tuning changed")
+    head_features: bool = _f(True, "head-only trials and confirmation runs train the head on the frozen model's "
+                             "features, computed once per split and seed (in eval mode: no dropout in the frozen "
+                             "part, a linear probe); false trains both through the whole model, as sendit run does")
+    trial_seed: int | None = _f(None, "training seed of every search trial; default: one more than the largest "
+                                "confirmation seed, so that no confirmation run repeats the run that won the search")
+    margin: float = _f(1.0, "non-inferiority margin of the recommendation, in accuracy points: a cheaper method is "
+                       "recommended only if its lower bound against the best is above -margin")
+    workers: int = _f(1, "processes that share the study on this machine (each takes its share of the threads)")
+    storage: str | None = _f(None, "Optuna RDB URL (postgresql://..., mysql://...) shared by workers anywhere; "
+                             "default: the run folder's journal file")
+    backend: str = _f("optuna", "'optuna' (processes on this machine or sharing --storage) or 'ray' (Ray Tune)")
+    address: str | None = _f(None, "Ray cluster address for --backend ray ('auto': the running cluster)")
+    space: dict = _f({}, "search-space overrides per method, e.g. {lora: {lora_r: {choices: [4, 8]}}}; a "
+                     "parameter set to null is not searched")
+    max_trainable_params: float | None = _f(None, "recommendation budget: most trainable parameters")
+    max_peak_memory_mb: float | None = _f(None, "recommendation budget: most peak training memory (MB)")
+    max_train_minutes: float | None = _f(None, "recommendation budget: most training minutes per run")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.trials >= 1, f"--trials must be at least 1 (got {self.trials})"),
+            (self.time_cap_minutes is None or self.time_cap_minutes > 0,
+             f"--time-cap-minutes must be > 0 (got {self.time_cap_minutes})"),
+            (self.pruner in PRUNERS, f"--pruner must be one of {', '.join(PRUNERS)} (got {self.pruner})"),
+            (self.prune_after_trials >= 0, f"--prune-after-trials must be >= 0 (got {self.prune_after_trials})"),
+            (self.workers >= 1, f"--workers must be at least 1 (got {self.workers})"),
+            (self.margin >= 0, f"--margin must be >= 0 accuracy points (got {self.margin})"),
+            (self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)} (got {self.backend})"),
+            (isinstance(self.space, dict) and all(isinstance(v, dict) for v in self.space.values()),
+             f"tune.space must map methods to parameter ranges, e.g. {{lora: {{lr: {{low: 1e-4, high: 1e-2, "
+             f"log: true}}}}}} (got {self.space!r})"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+    def trial_seed_for(self, seeds: list[int]) -> int:
+        """The trials' training seed: `trial_seed`, else one past the confirmation seeds."""
+        return self.trial_seed if self.trial_seed is not None else max(seeds) + 1
+
+    @property
+    def budget_seconds(self) -> float | None:
+        return None if self.time_cap_minutes is None else 60.0 * self.time_cap_minutes
+
+
+def tune_config(raw: dict, source: str = "config") -> TuneConfig:
+    names = [f.name for f in dataclasses.fields(TuneConfig)]
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key 'tune.{key}'.{_suggest(key, names)}")
+    values = {}
+    for k, v in raw.items():
+        values[k] = _space(v) if k == "space" else _coerce(TuneConfig, k, v)
+    return TuneConfig(**values)
+
+
+def _space(value: object) -> object:
+    """YAML reads 1e-4 (no dot) as a string: turn range bounds into numbers."""
+    if isinstance(value, str):
+        value = yaml.safe_load(value) or {}
+    if not isinstance(value, dict):
+        return value
+    for params in value.values():
+        for spec in (params or {}).values() if isinstance(params, dict) else ():
+            if isinstance(spec, dict):
+                for bound in ("low", "high"):
+                    if isinstance(spec.get(bound), str):
+                        try:
+                            spec[bound] = float(spec[bound])
+                        except ValueError:
+                            pass  # check_space names it
+    return value
+
+
+def load_tune_config(path: str | Path | None, overrides: dict, tune_overrides: dict) -> tuple[RunConfig, TuneConfig]:
+    """A config file's run settings and its `tune:` section, each with the command line's flags applied."""
+    raw = read_config_file(path) if path is not None else {}
+    tune_raw = raw.pop("tune", None) or {}
+    if not isinstance(tune_raw, dict):
+        raise ConfigError(f"{path}: the tune section must be a mapping, e.g. tune: {{trials: 12}}")
+    flat: dict = {}
+    for k, v in raw.items():
+        flat.update(v if k in SECTIONS and isinstance(v, dict) else {k: v})
+    flat.update({k: v for k, v in overrides.items() if v is not None})
+    tune_raw.update({k: v for k, v in tune_overrides.items() if v is not None})
+    return from_dict(flat, source=str(path or "config")), tune_config(tune_raw, source=str(path or "flags"))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per TuneConfig field (the config flags are added by the caller)."""
+    from sendit.config.flags import add_field_flags
+
+    add_field_flags(p, dataclasses.fields(TuneConfig), dest_prefix="tune_")
+
+
+def tune_overrides(args: argparse.Namespace) -> dict:
+    return {f.name: getattr(args, f"tune_{f.name}") for f in dataclasses.fields(TuneConfig)
+            if getattr(args, f"tune_{f.name}", None) is not None}

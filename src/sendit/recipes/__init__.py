@@ -1,0 +1,1 @@
+"""The workflows behind the CLI (compare, tune, distill); none imports another."""

@@ -1,0 +1,1 @@
+"""`sendit tune`: per-method search (Optuna or Ray), trials, confirmation over seeds."""

@@ -1,0 +1,357 @@
+"""`sendit tune`: every method at its best under one budget, then repeated over seeds, readable top to bottom.
+
+setup (config, run folder, data tokenised once) -> search (per method, Optuna's TPE proposes; each trial is a
+real training in the one engine on the training split, scored on validation macro-F1 only; bad trials are
+pruned after an epoch; failed trials are recorded, not fatal) -> confirm (each method's best configuration is
+retrained with every seed and tested on the held-out split and the hand-labelled file, writing the same CSV
+files as `sendit run`) -> report.
+
+The study lives in the run folder's journal file (`study.journal`), so a killed sweep continues with --resume
+and N processes can share it (--workers N); --storage puts it in an RDB that workers anywhere can share.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import multiprocessing
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterator
+
+import optuna
+import pandas as pd
+import torch
+from optuna.trial import TrialState
+
+from sendit.errors import ConfigError, TrainingError
+from sendit.config.schema import RunConfig, from_dict
+from sendit.methods import get_method, method_info
+from sendit.train.models import check_model
+from sendit.run.folder import (
+    EPOCH_LOGS,
+    INFERENCE_SUMMARY,
+    PREDICTIONS,
+    RESULTS,
+    append_rows,
+    clear_run_folder,
+    read_manifest,
+    start_manifest,
+    update_manifest,
+    writing,
+)
+from sendit.config.tune import TuneConfig, tune_config
+from sendit.recipes.tune.trials import (
+    NOT_COUNTED,
+    Budget,
+    TrialFailed,
+    apply_params,
+    check_space_values,
+    counted,
+    default_params,
+    mark_interrupted,
+    method_lr,
+    method_space,
+    open_storage,
+    run_trial,
+    trials_frame,
+    used_seconds,
+    write_trials,
+)
+from sendit.run.lifecycle import Context, check_against_model, check_run_dir, load_data, run_hardware, run_sources
+from sendit.run.method import train_method
+
+
+def tune(cfg: RunConfig, tcfg: TuneConfig, resume: bool = False, overwrite: bool = False, report: bool = True,
+         log: Callable[[str], None] = print) -> Path:
+    """Search each method's hyperparameters under the same budget, retrain the best with every seed, report.
+
+    Every input is checked and the data read before the run folder is created, replaced or resumed; the folder
+    is locked against a second `sendit` writer (the sweep's own --workers write only the study and trials.csv)."""
+    run_dir = check_run_dir(cfg.out, resume, overwrite, run_sources(cfg))
+    if resume:
+        cfg, tcfg = _resumed(run_dir)
+    if tcfg.backend == "ray":
+        from sendit.recipes.tune.ray_tune import check_ray
+
+        check_ray(tcfg)
+    for name in tcfg.space:
+        get_method(name)  # a typo in tune.space fails before any work
+    if tcfg.trial_seed_for(cfg.seed_list()) in cfg.seed_list():
+        raise ConfigError(f"--trial-seed {tcfg.trial_seed} is also a confirmation seed (--seeds "
+                          f"{','.join(map(str, cfg.seed_list()))}): the run that won the search would be retrained as "
+                          f"evidence for itself. Pick a trial seed outside the seeds, or leave it out (default: one "
+                          f"past the largest seed).")
+    spaces = {name: method_space(name, tcfg.space.get(name)) for name in cfg.method.methods}
+    for name, space in spaces.items():
+        check_space_values(cfg, name, space)
+    check_model(cfg.model.model)
+    check_against_model(cfg)
+    splits = load_data(cfg)
+    with writing(run_dir):
+        if not resume:
+            clear_run_folder(run_dir)  # a folder check_run_dir allowed: empty, or a sendit run with --overwrite
+        return _tune(cfg, tcfg, spaces, run_dir, splits, resume, report, log)
+
+
+def _tune(cfg: RunConfig, tcfg: TuneConfig, spaces: dict, run_dir: Path, splits, resume: bool, report: bool,
+          log: Callable[[str], None]) -> Path:
+    t0 = time.perf_counter()
+    ctx = Context.build(cfg, run_dir, log, splits)
+    manifest = read_manifest(run_dir)
+    start_manifest(run_dir, cfg.to_dict(), cfg.seed_list(), run_hardware(ctx), ctx.splits.summary(),
+                   config_file={**cfg.to_dict(), "tune": asdict(tcfg)}, tune=asdict(tcfg), methods=cfg.method.methods,
+                   method_info=method_info(cfg.method.methods))
+    log(budget_text(ctx, tcfg))
+
+    if tcfg.backend == "ray":
+        from sendit.recipes.tune.ray_tune import search_ray
+
+        trials = search_ray(ctx, tcfg, spaces, resume)
+    else:
+        trials = search_optuna(ctx, tcfg, spaces, resume)
+
+    tuned = best_configurations(cfg, tcfg, trials, log)
+    update_manifest(run_dir, tuned=tuned, search_finished=datetime.now().isoformat(timespec="seconds"))
+    confirm(ctx, tcfg, tuned, spaces, log)
+    wall = time.perf_counter() - t0 + manifest.get("wall_time_sec", 0.0)
+    update_manifest(run_dir, finished=datetime.now().isoformat(timespec="seconds"), wall_time_sec=wall)
+    ctx.accelerator.end_trackers()
+    if report:
+        from sendit.report import build_report
+
+        log(f"report: {Path(build_report([run_dir], log=log)) / 'index.html'}")
+    log(f"results: {run_dir.resolve()}  ({wall:.0f} s)")
+    return run_dir
+
+
+def budget_text(ctx: Context, tcfg: TuneConfig) -> str:
+    """The budget every method gets, printed before any trial runs."""
+    cfg, sizes = ctx.cfg, ctx.splits.summary()["split_sizes"]
+    cap = (f" (a safety net of {tcfg.time_cap_minutes:g} min of trial time; a method it stops is flagged)"
+           if tcfg.time_cap_minutes else "")
+    pruner = {"median": f"median pruner after each epoch (from trial {tcfg.prune_after_trials} on)",
+              "halving": "successive halving after each epoch", "none": "no pruning"}[tcfg.pruner]
+    return (f"budget per method: {tcfg.trials} trials{cap}; each trial up to {cfg.train.epochs} epochs on the same "
+            f"{sizes.get('train')} training rows (training seed {tcfg.trial_seed_for(cfg.seed_list())}, apart from "
+            f"the confirmation seeds), scored on validation macro-F1 "
+            f"({sizes.get('val')} rows); {pruner}; TPE seed {tcfg.search_seed}. The test sets are untouched until "
+            f"the best configurations are retrained with seeds {', '.join(map(str, cfg.seed_list()))}. "
+            f"Methods: {', '.join(cfg.method.methods)}.")
+
+
+def search_optuna(ctx: Context, tcfg: TuneConfig, spaces: dict, resume: bool) -> pd.DataFrame:
+    """The Optuna backend: this process and --workers N-1 more share one study per method; returns trials.csv."""
+    studies = open_studies(ctx.run_dir, tcfg, ctx.cfg.method.methods, worker=0)
+    for name, study in studies.items():
+        if resume and (n := mark_interrupted(study)):
+            ctx.log(f"{name}: {n} trial(s) stopped by the kill are failed as 'interrupted' and proposed again")
+        if tcfg.start_from_defaults and not study.get_trials(deepcopy=False):
+            study.enqueue_trial(default_params(ctx.cfg, name, spaces[name]))
+    threads = torch.get_num_threads()
+    with _workers(ctx.run_dir, ctx.cfg, tcfg, threads) as share:  # this process is worker 0 of --workers
+        torch.set_num_threads(share)
+        search(ctx, tcfg, studies, spaces, worker=0)
+    torch.set_num_threads(threads)
+    write_trials(ctx.run_dir, studies)
+    return trials_frame(studies)
+
+
+def open_studies(run_dir: Path, tcfg: TuneConfig, methods: list[str], worker: int) -> dict[str, optuna.Study]:
+    """One study per method in the shared storage; each worker samples with its own seed (otherwise two
+    workers would propose the same random start-up trials)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(tcfg.storage, run_dir)
+    prefix = f"{Path(run_dir).resolve().name}-" if tcfg.storage else ""
+    if tcfg.pruner == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=tcfg.prune_after_trials, n_warmup_steps=0)
+    elif tcfg.pruner == "halving":
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    else:
+        pruner = optuna.pruners.NopPruner()
+    studies = {}
+    for name in methods:
+        study = optuna.create_study(study_name=f"{prefix}{name}", storage=storage, direction="maximize",
+                                    load_if_exists=True, pruner=pruner)
+        # TPE samples at random for its first n_startup_trials; a third of the budget keeps a model-guided
+        # majority. The seed moves on with the trials already in the study, so that a resumed sweep or a late
+        # worker does not replay the random proposals the study has already tried.
+        done = len(study.get_trials(deepcopy=False))
+        study.sampler = optuna.samplers.TPESampler(seed=tcfg.search_seed + worker + 1009 * done, constant_liar=True,
+                                                   n_startup_trials=max(2, tcfg.trials // 3))
+        studies[name] = study
+    return studies
+
+
+def search(ctx: Context, tcfg: TuneConfig, studies: dict[str, optuna.Study], spaces: dict[str, dict],
+           worker: int = 0) -> None:
+    """Run trials method after method until each method's budget is spent (by this and any other worker)."""
+    budget = Budget(tcfg.trials, tcfg.budget_seconds)
+    seed = tcfg.trial_seed_for(ctx.cfg.seed_list())  # never a confirmation seed: selection stays out of the evidence
+    features: dict | None = {} if tcfg.head_features else None  # head-only features, computed once per process
+    for name, study in studies.items():
+        while _budget_left(study, budget):
+            trial = study.ask()
+            earlier = [t for t in counted(study.get_trials(deepcopy=False)) if t.number < trial.number]
+            if len(earlier) >= budget.trials:  # a parallel worker took the last trial meanwhile
+                trial.set_user_attr("note", "over budget: another worker took the last trial")
+                study.tell(trial, state=TrialState.FAIL)
+                break
+            try:
+                value = run_trial(ctx, name, trial, spaces[name], seed, budget, worker, ctx.log, features)
+                study.tell(trial, value)
+                ctx.log(f"{name} trial {trial.number}: validation F1 {value:.4f}")
+            except optuna.TrialPruned as e:
+                study.tell(trial, state=TrialState.PRUNED)
+                ctx.log(f"{name} trial {trial.number}: {e}")
+            except TrialFailed as e:
+                study.tell(trial, state=TrialState.FAIL)
+                ctx.log(f"{name} trial {trial.number} {e}; the sweep goes on")
+            write_trials(ctx.run_dir, studies)
+
+
+def _budget_left(study: optuna.Study, budget: Budget) -> bool:
+    trials = counted(study.get_trials(deepcopy=False))
+    started = [t for t in trials if t.state != TrialState.WAITING]
+    if budget.seconds is not None and used_seconds(trials) >= budget.seconds:
+        return False
+    return len(started) < budget.trials
+
+
+def best_configurations(cfg: RunConfig, tcfg: TuneConfig, trials: pd.DataFrame, log: Callable[[str], None]) -> dict:
+    """Per method: the finished trial with the best validation F1 (earliest on a tie) and its parameters; a method
+    whose search the time cap stopped before its trial budget is flagged `cut_short`."""
+    tuned = {}
+    for name in cfg.method.methods:
+        mine = trials[trials["method"] == name]
+        done = mine[mine["state"] == "complete"].sort_values(["objective", "trial"], ascending=[False, True])
+        if done.empty:
+            log(f"{name}: no trial finished, so there is no tuned configuration to confirm")
+            continue
+        best = done.iloc[0]
+        params = json.loads(best["params"])
+        lr = method_lr(apply_params(cfg, name, params), name)
+        used = int((~mine["note"].fillna("").astype(str).str.split(":").str[0].isin(NOT_COUNTED)).sum())
+        capped = mine["note"].fillna("").astype(str).str.startswith("time cap").any()
+        tuned[name] = {"trial": int(best["trial"]), "val_f1": float(best["objective"]), "params": params, "lr": lr,
+                       "default_lr": method_lr(cfg, name), "trials": used,
+                       "cut_short": (f"time cap after {used} of {tcfg.trials} trials"
+                                     if used < tcfg.trials or capped else None)}
+        log(f"{name}: best trial {tuned[name]['trial']}, validation F1 {best['objective']:.4f}, lr {lr:.3g} "
+            f"(default {tuned[name]['default_lr']:.3g})" + (f"; CUT SHORT: {tuned[name]['cut_short']}"
+                                                            if tuned[name]["cut_short"] else ""))
+    return tuned
+
+
+def confirm(ctx: Context, tcfg: TuneConfig, tuned: dict, spaces: dict, log: Callable[[str], None]) -> None:
+    """Retrain each method's best configuration (and, with --defaults, its default one) with every seed on the
+    training split; test on the held-out split and the hand-labelled file; the CSV files of `sendit run`. Trained
+    as the trials were (head-only on features when they were); a default arm whose configuration is the tuned one
+    reuses the tuned runs instead of retraining them."""
+    status = read_manifest(ctx.run_dir).get("status", {})
+    jobs = [(name, name, apply_params(ctx.cfg, name, t["params"])) for name, t in tuned.items()]
+    if tcfg.defaults:
+        jobs += [(name, f"{name}-default", ctx.cfg) for name in tuned]
+    features: dict | None = {} if tcfg.head_features else None
+    for seed in ctx.cfg.seed_list():
+        for name, label, cfg in jobs:
+            key = f"{label}/seed{seed}"
+            if status.get(key) == "done":
+                log(f"{key}: already done, skipped")
+                continue
+            same = label != name and tuned[name]["params"] == default_params(ctx.cfg, name, spaces[name])
+            extra = {"tuned_trial": tuned[name]["trial"] if label == name else None, "load_avg_1m_before":
+                     os.getloadavg()[0], "torch_threads": torch.get_num_threads()}
+            try:
+                if same and status.get(f"{name}/seed{seed}") == "done":
+                    reuse_runs(ctx.run_dir, name, label, seed)
+                    log(f"{key}: the tuned configuration is the default one: {name}/seed{seed} reused, not retrained")
+                else:
+                    train_method(_with_config(ctx, cfg), name, seed, label=label, extra_results=extra,
+                                 features=features)
+                status[key] = "done"
+            except TrainingError as e:
+                status[key] = f"failed: {e}"
+                log(f"{key} FAILED: {e}\nThe other methods go on.")
+            update_manifest(ctx.run_dir, status=status)
+
+
+def reuse_runs(run_dir: Path, name: str, label: str, seed: int) -> None:
+    """`label`'s rows of one seed are `name`'s (the same configuration, trained once), marked `same_as`."""
+    for template in (RESULTS, EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS):
+        rows = pd.read_csv(run_dir / template.format(method=name), keep_default_na=False, na_values=[""])
+        rows = rows[rows["seed"] == seed].assign(method=label, same_as=name)
+        append_rows(run_dir, template, label, rows.to_dict("records"), replace_seed=seed)
+
+
+def _with_config(ctx: Context, cfg: RunConfig) -> Context:
+    """The run's context (data, tokenizer, processes) with one method's tuned settings."""
+    view = copy.copy(ctx)
+    view.cfg = cfg
+    return view
+
+
+def _resumed(run_dir: Path) -> tuple[RunConfig, TuneConfig]:
+    """On --resume the sweep's own settings win: it must finish as it started."""
+    m = read_manifest(run_dir)
+    if "tune" not in m or "config" not in m:
+        raise ConfigError(f"--resume {run_dir}: its run.json holds no tune settings, so it is not a sweep folder; "
+                          f"continue a `sendit run` folder with sendit run --resume.")
+    return from_dict({**m["config"], "out": str(run_dir)}, source=f"{run_dir}/run.json"), tune_config(m["tune"])
+
+
+# ------------------------------------------------------------------------------------------------ workers
+@contextmanager
+def _workers(run_dir: Path, cfg: RunConfig, tcfg: TuneConfig, threads: int) -> Iterator[int]:
+    """Start workers 1..N-1 of --workers N (processes sharing the study through its storage); yields the torch
+    threads each worker gets (its share of the run's), and waits for them on the way out."""
+    share = max(1, threads // tcfg.workers)
+    mp = multiprocessing.get_context("spawn")  # fork after torch has started its thread pool can deadlock
+    procs = [mp.Process(target=_worker, args=(str(run_dir), cfg.to_dict(), asdict(tcfg), i, share))
+             for i in range(1, tcfg.workers)]
+    for p in procs:
+        p.start()
+    try:
+        yield share
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    failed = [i for i, p in enumerate(procs, 1) if p.exitcode != 0]
+    if failed:
+        raise TrainingError(f"search worker(s) {failed} stopped with an error (see above); finished trials are "
+                            f"kept in {run_dir}; continue with sendit tune --resume {run_dir}.")
+
+
+def _worker(run_dir: str, cfg_dict: dict, tcfg_dict: dict, worker: int, threads: int) -> None:
+    cfg_dict = {**cfg_dict, "train": {**cfg_dict["train"], "threads": threads, "tracker": None}}
+    cfg, tcfg = from_dict(cfg_dict), tune_config(tcfg_dict)
+    ctx = Context.build(cfg, Path(run_dir), log=lambda s: print(f"[worker {worker}] {s}", flush=True))
+    spaces = {name: method_space(name, tcfg.space.get(name)) for name in cfg.method.methods}
+    search(ctx, tcfg, open_studies(Path(run_dir), tcfg, cfg.method.methods, worker), spaces, worker)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def tune_command(args, overrides: dict) -> Path:
+    """`sendit tune`: settings from --config < flags, or the sweep's own on --resume; returns the sweep folder."""
+    from sendit.config.schema import resolve_config_path
+    from sendit.config.tune import load_tune_config, tune_overrides
+
+    if args.resume:
+        cfg, tcfg = _resumed(Path(args.resume))
+        ignored = [f"--{k.replace('_', '-')}" for k in [*overrides, *tune_overrides(args)] if k != "out"]
+        if ignored or args.config:
+            print(f"sendit tune: note: --resume finishes the sweep with the settings it started with; ignoring "
+                  f"{', '.join(ignored + (['--config'] if args.config else []))}.", file=sys.stderr)
+    else:
+        path = resolve_config_path(args.config) if args.config else None
+        cfg, tcfg = load_tune_config(path, overrides, tune_overrides(args))
+    return tune(cfg, tcfg, resume=bool(args.resume), overwrite=args.overwrite, report=not args.no_report)

@@ -1,0 +1,307 @@
+"""`sendit export`: a trained model folder as a standard Hugging Face folder that needs no sendit to use.
+
+The merged export (the default) holds config.json (id2label from the run's classes: 0 = negative, 1 = positive by default), model.safetensors and the
+tokenizer: LoRA/DoRA/IA3 adapters are folded into the base weights (peft `merge_and_unload`), BitFit's biases and
+the trained head are written into the base model's tensors, a full fine-tune is copied. It loads with
+`transformers.pipeline("text-classification", model=DIR)` and gives the sendit model's predictions on raw tweets: the
+tweet normalisation is built into the exported tokenizer. `--no-merge` keeps an adapter method's small peft adapter
+folder instead (needs peft and the
+base model to load). Either folder also carries sendit_model.json, so `sendit predict` and `sendit.load` take it.
+`--format onnx` writes model.onnx instead of the weights (sendit.serve.onnx_export), checked against the sendit model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from sendit.errors import ConfigError
+
+MANIFEST = "sendit_model.json"  # = sendit.serve.model_folder.MANIFEST, repeated to keep this module's import torch-free
+
+
+def add_tweet_normalizer(tokenizer) -> bool:
+    """Build sendit's tweet normalisation (sendit.data.dataset.TWEET_RULES: HTML entities, URLs -> 'http', @mentions ->
+    '@user', whitespace) into a fast tokenizer's own normalizer, ahead of the one it has (BERT's lower-casing), so
+    that the saved folder turns raw tweets into the text the model was trained on. False for a tokenizer without
+    a `tokenizers` backend, which keeps its normalizer."""
+    from tokenizers import Regex, normalizers
+
+    from sendit.data.dataset import TWEET_RULES
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    steps = [normalizers.Replace(Regex(pattern), replacement) for pattern, replacement in TWEET_RULES]
+    if backend.normalizer is not None:
+        steps.append(backend.normalizer)
+    backend.normalizer = normalizers.Sequence(steps)
+    return True
+
+
+def normalize_snippet() -> str:
+    """sendit.data.dataset.normalize_tweet as standalone Python, for a model card whose tokenizer could not take the rules."""
+    from sendit.data.dataset import TWEET_RULES
+
+    rules = "".join(f"    ({pattern!r}, {replacement!r}),\n" for pattern, replacement in TWEET_RULES)
+    return (f"import re\n\nRULES = [\n{rules}]\n\n\ndef normalize_tweet(text: str) -> str:\n"
+            "    for pattern, replacement in RULES:\n"
+            "        text = re.sub(pattern, replacement, text)\n"
+            "    return text\n")
+
+
+def export_command(args: argparse.Namespace) -> int:
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    out = export(args.model_dir, args.out, merge=args.merge, overwrite=args.overwrite, format=args.format,
+                 quantize=args.quantize, min_agreement=args.min_agreement, force=args.force, log=log)
+    print(f"exported {args.model_dir} -> {out}", file=sys.stderr)
+    return 0
+
+
+def export(model_dir: str | Path, out: str | Path, merge: bool = True, overwrite: bool = False, format: str = "hf",
+           quantize: str | None = None, min_agreement: float = 0.99, force: bool = False,
+           log: Callable[[str], None] | None = None) -> Path:
+    """Write model_dir (RUN_DIR/<method>) as a standard Hugging Face model folder at out; returns out.
+
+    Args:
+        model_dir: a model folder written by `sendit run`/`train`.
+        out: the folder to write; it is built next to its final place and renamed in at the end.
+        merge: fold adapters into the base weights (a plain transformers folder); False keeps a peft adapter
+            folder for lora/dora/ia3 (bitfit, head and full always export a whole model).
+        overwrite: replace an existing non-empty out.
+        format: 'hf' (safetensors weights) or 'onnx' (model.onnx, always merged).
+        quantize: 'int8' for ONNX Runtime's dynamic quantisation (onnx only).
+        min_agreement: the ONNX model's label agreement with the sendit model below which nothing is written.
+        force: write an ONNX model below min_agreement all the same.
+        log: where the parity line goes (default: sendit's progress lines).
+    """
+    from sendit.fileio import as_write_error, write_target
+    from sendit.run.folder import mark, shareable
+    from sendit.serve.model_folder import load
+    from sendit.serve.onnx_folder import is_onnx_folder
+    from sendit.verbosity import say
+
+    src, out = Path(model_dir), write_target(out)  # a link to a folder: the export replaces the folder it names
+    _check_format(format, merge, quantize, min_agreement)
+    if is_onnx_folder(src):
+        raise ConfigError(f"{src} is an ONNX export already, which sendit cannot turn back into weights; export the "
+                          f"model folder it came from (RUN_DIR/<method>).")
+    _check_out(src, out, overwrite)
+    model = load(src, merge=True, precision="fp32") if merge or not _is_adapter(src) else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    old = out.parent / f"{tmp.name}.old"
+    try:
+        if format == "onnx":
+            from sendit.serve.onnx_export import write_onnx
+
+            manifest = write_onnx(model, src, tmp, quantize, min_agreement, force, log or say)
+        elif model is None:
+            manifest = _write_adapter(src, tmp)
+        else:
+            manifest = _write_merged(model, src, tmp)
+        manifest["sendit"] = mark("export")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        (tmp / "README.md").write_text(_model_card(manifest))
+        shareable(tmp, folder=True)
+        for f in tmp.iterdir():
+            shareable(f)
+        if out.exists():  # an export _check_out allowed to replace: moved aside, so out is never missing for long
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+        full = as_write_error(e, out) if isinstance(e, Exception) else None  # safetensors' own type for a full disk
+        if full is None or full is e:
+            raise
+        raise full from e
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def _check_format(format: str, merge: bool, quantize: str | None, min_agreement: float) -> None:
+    if format not in ("hf", "onnx"):
+        raise ConfigError(f"--format {format!r}: choose hf (a transformers folder) or onnx.")
+    if format == "onnx":
+        from sendit.serve.onnx_folder import require_onnx
+
+        if not merge:
+            raise ConfigError("--no-merge keeps a peft adapter, which ONNX has no place for; an ONNX export is "
+                              "always merged: drop --no-merge.")
+        require_onnx(export=True)
+    elif quantize:
+        raise ConfigError(f"--quantize {quantize} applies to --format onnx; add --format onnx.")
+    if not 0 <= min_agreement <= 1:
+        raise ConfigError(f"--min-agreement {min_agreement:g} is a fraction of tweets: between 0 and 1 (e.g. 0.99).")
+
+
+def _check_out(src: Path, out: Path, overwrite: bool) -> None:
+    """--out may be new, an empty folder, or (with --overwrite) an earlier export: never anything else, and never
+    a folder that holds the model being exported or its base model."""
+    from sendit.run.folder import holder_of
+
+    if not out.exists():
+        return
+    if out.resolve() == src.resolve():
+        raise ConfigError(f"--out {out} is the model folder being exported; choose another folder.")
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, which an export never replaces; choose another folder.")
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ConfigError(f"--out {out} already exists and is not empty. Pass --overwrite to replace it, "
+                          f"or choose another folder.")
+    held = holder_of(out, {"the model folder being exported": src, "its base model":
+                           _read_manifest(src).get("base_model"), "the working directory": Path.cwd()})
+    if held:
+        raise ConfigError(f"--out {out} holds {held}, so --overwrite would delete it; it is left alone. Choose "
+                          f"another folder.")
+    if not _is_export(out):
+        raise ConfigError(f"--out {out} already exists and is not a sendit export (no {MANIFEST} written by "
+                          f"sendit export), so it is left alone, even with --overwrite. Choose another folder.")
+
+
+def _read_manifest(folder: Path) -> dict:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _is_export(folder: Path) -> bool:
+    """Written by `sendit export`: its manifest carries the export mark, or (exports from before the mark) the
+    `exported_from` key that only an export writes."""
+    manifest = _read_manifest(folder)
+    own = manifest.get("sendit")
+    return (isinstance(own, dict) and own.get("kind") == "export") or "exported_from" in manifest
+
+
+def _is_adapter(src: Path) -> bool:
+    from sendit.methods import METHODS
+
+    try:
+        method = METHODS.get(json.loads((src / MANIFEST).read_text()).get("method"))
+    except (OSError, ValueError, AttributeError):  # not a model folder: load() says so, with a hint
+        return False
+    return bool(method and method.is_adapter)
+
+
+def _write_merged(sendit_model, src: Path, folder: Path, weights: bool = True) -> dict:
+    """The merged model's config, weights (unless not `weights`: an ONNX export writes its own) and tokenizer."""
+    from sendit.train.models import label_maps
+    from sendit.verbosity import quiet_libraries
+
+    model, tokenizer, manifest = sendit_model.model.cpu(), sendit_model.tokenizer, sendit_model.manifest
+    if hasattr(model, "peft_config"):
+        raise ConfigError(f"{src}: the {manifest['method']} adapter could not be merged into the base model.")
+    model.config.id2label, model.config.label2id = label_maps(sendit_model.classes)  # a pipeline names them
+    model.config.problem_type = "single_label_classification"
+    # Decoder models (OPT) find each text's last token from pad_token_id; without it a batched pipeline is wrong.
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if weights:
+        with quiet_libraries():  # transformers' "Writing model shards" bar
+            model.save_pretrained(folder, safe_serialization=True)
+    else:
+        model.config.save_pretrained(folder)
+    # The pipeline truncates at the tokenizer's model_max_length (with truncation=True); make it the trained length.
+    tokenizer.model_max_length = int(manifest.get("max_length", tokenizer.model_max_length))
+    tokenizer.padding_side = "right"
+    manifest = _save_tokenizer(tokenizer, manifest, folder)
+    return {**manifest, "method": "full", "trained_method": manifest["method"], "merged": True,
+            "exported_from": str(src.resolve())}
+
+
+def _save_tokenizer(tokenizer, manifest: dict, folder: Path) -> dict:
+    """Save the tokenizer with the tweet normalisation built in when it can take it; then sendit must not normalise
+    again (the rules are not idempotent: '&amp;lt;' -> '&lt;' -> '<'), so the returned manifest says so."""
+    if not (manifest.get("normalize", True) and add_tweet_normalizer(tokenizer)):
+        tokenizer.save_pretrained(folder)
+        return manifest
+    tokenizer.save_pretrained(folder)
+    # transformers 5 rebuilds a GPT2Tokenizer or BertTokenizer from its vocabulary, dropping tokenizer.json's
+    # normalizer; the generic fast class loads tokenizer.json as written (transformers 4 does too).
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return {**manifest, "normalize": False, "normalize_in_tokenizer": True}
+
+
+def _write_adapter(src: Path, folder: Path) -> dict:
+    from sendit.train.models import load_tokenizer, resolve
+    from sendit.serve.model_folder import base_model_path
+
+    for f in src.iterdir():
+        if f.is_file() and f.name not in (MANIFEST, "README.md"):
+            shutil.copy2(f, folder / f.name)
+    manifest = json.loads((src / MANIFEST).read_text())
+    # peft finds the base model by this path; sendit wrote its own spelling ('embedded'), peft needs the folder.
+    config_path = folder / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    base = resolve(base_model_path(src, manifest))
+    base = str(Path(base).resolve()) if Path(base).exists() else base
+    config["base_model_name_or_path"] = base
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    if str(manifest["base_model"]).startswith(("./", "../")):  # relative to src, which the export leaves behind
+        manifest["base_model"] = base
+    manifest = _save_tokenizer(load_tokenizer(str(src)), manifest, folder)
+    return {**manifest, "trained_method": manifest["method"], "merged": False, "exported_from": str(src.resolve())}
+
+
+def _model_card(manifest: dict) -> str:
+    classes = manifest.get("labels") or ["negative", "positive"]
+    if manifest.get("format") == "onnx":
+        parity = manifest["parity"]
+        kind = (f"model.onnx ({manifest['quantize'] or 'fp32'}) for ONNX Runtime, with the adapter, if any, merged "
+                f"in; on {parity['rows']} tweets it gave the sendit model's label on "
+                f"{parity['label_agreement']:.2%} of them (max |Δp| {parity['max_abs_dprob']:.2e}).")
+        code = ["import onnxruntime as ort", "from transformers import AutoTokenizer", "",
+                'tok = AutoTokenizer.from_pretrained("THIS_FOLDER")',
+                'session = ort.InferenceSession("THIS_FOLDER/model.onnx")',
+                'enc = tok(tweets, padding=True, truncation=True, return_tensors="np")',
+                'logits = session.run(["logits"], {k: enc[k] for k in ("input_ids", "attention_mask")})[0]',
+                f"labels = logits.argmax(-1)  # {', '.join(f'{i} = {c}' for i, c in enumerate(classes))}"]
+    elif manifest["merged"]:
+        kind = "The adapter, if any, is merged into the weights: a plain transformers folder."
+        code = ["from transformers import pipeline", "", 'clf = pipeline("text-classification", model="THIS_FOLDER")']
+    else:
+        kind = "A peft adapter folder: loading it needs peft and the base model named in adapter_config.json."
+        code = ["from peft import AutoPeftModelForSequenceClassification", "",
+                'model = AutoPeftModelForSequenceClassification.from_pretrained("THIS_FOLDER"'
+                + (f", num_labels={len(classes)}, ignore_mismatched_sizes=True)" if len(classes) != 2 else ")")]
+    base = manifest["base_model"]
+    base = "all-MiniLM-L6-v2 (sendit's embedded model)" if base == "embedded" else base
+    lines = [
+        "# Tweet sentiment classifier (SEND-IT export)",
+        "",
+        (f"Trained with `{manifest['trained_method']}` on base model `{base}`; labels: "
+         f"{', '.join(f'{i} = {c}' for i, c in enumerate(classes))}. {kind}"),
+        "",
+        "```python", *code, "```",
+    ]
+    if manifest.get("normalize_in_tokenizer"):
+        lines += ["", ("Pass raw tweets: the tokenizer normalises them as sendit did before training (HTML entities "
+                       "unescaped, URLs -> `http`, @mentions -> `@user`, whitespace collapsed).")]
+    elif manifest.get("normalize", True):
+        lines += [
+            "",
+            ("The training tweets were normalised first (HTML entities unescaped, URLs -> `http`, @mentions -> "
+             "`@user`, whitespace collapsed). A plain pipeline does not do this: normalise raw tweets the same way "
+             "to get the predictions of `sendit predict` (which does it for you):"),
+            "",
+            "```python", normalize_snippet().rstrip(), "",
+            "clf([normalize_tweet(t) for t in tweets], truncation=True)" if manifest["merged"] and "format" not in manifest else "",
+            "```",
+        ]
+    return "\n".join(lines) + "\n"

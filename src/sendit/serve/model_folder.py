@@ -1,0 +1,156 @@
+"""Saved model folders: writing them, loading them back, and predicting with them.
+
+A model folder (RUN_DIR/<method>) holds `sendit_model.json` (method, base model, preprocessing), the tokenizer,
+and what the method trained: a peft adapter (lora, dora, ia3), the trained tensors (bitfit, head), or the whole
+model (full).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from sendit.data.dataset import normalize_tweet
+from sendit.train.device import default_device, resolve_precision
+from sendit.train.batching import encode
+from sendit.train.engine import Predictions, predict
+from sendit.fileio import as_write_error
+from sendit.train.measure import size_mb
+from sendit.methods import get_method
+from sendit.serve.onnx_folder import OnnxModel, is_onnx_folder, load_onnx
+from sendit.errors import ModelError
+from sendit.train.models import load_model, load_tokenizer
+from sendit.run.folder import atomic_write_text
+from sendit.verbosity import quiet_libraries
+
+MANIFEST = "sendit_model.json"
+
+
+def save_model_folder(model: nn.Module, tokenizer, folder: Path, method: str, base_model: str, info: dict) -> float:
+    """Write a model folder; returns the size in MB of the weights the method saved. The manifest is written last
+    and an earlier one removed first, so a folder whose writing failed (a full disk) never looks complete."""
+    folder = Path(folder)
+    new = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    try:
+        with quiet_libraries():  # transformers' "Writing model shards" bar
+            weights = get_method(method).save(model, folder)
+        tokenizer.save_pretrained(folder)
+        manifest = {"method": method, "base_model": base_model, **info}
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
+    except Exception as e:
+        if new:
+            shutil.rmtree(folder, ignore_errors=True)
+        full = as_write_error(e, folder)  # safetensors' and tokenizers' own types for a full disk
+        if full is None or full is e:
+            raise
+        raise full from e
+    return size_mb(weights)
+
+
+@dataclass
+class SenditModel:
+    """A trained classifier: `sendit.load(RUN_DIR / "lora").predict(["what a day!"])`."""
+
+    model: nn.Module
+    tokenizer: object
+    manifest: dict
+    precision: str  # 'bf16' or 'fp32': this model's, whatever other models in the process use
+
+    def __repr__(self) -> str:  # one line: the dataclass default would print the whole network
+        m = self.manifest
+        device = next(self.model.parameters()).device
+        return (f"SenditModel(method={m.get('trained_method', m['method'])!r}, base_model={m['base_model']!r}, "
+                f"precision={self.precision!r}, device='{device}')")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names in id order (run.json's and the config's id2label; older folders: negative/positive)."""
+        return tuple(self.manifest.get("labels") or ("negative", "positive"))
+
+    def encode(self, texts: list[str]):
+        if self.manifest.get("normalize", True):
+            texts = [normalize_tweet(t) for t in texts]
+        return encode(self.tokenizer, texts, None, int(self.manifest.get("max_length", 128)))
+
+    def predict_proba(self, texts: list[str], batch_size: int = 256, progress: bool = True) -> Predictions:
+        texts = [texts] if isinstance(texts, str) else list(texts)  # predict("so happy") must not mean 8 texts
+        return predict(self.model, self.encode(texts), None, batch_size, precision=self.precision,
+                       desc="predict" if progress else None)
+
+    def predict(self, texts: list[str], batch_size: int = 256) -> list[dict]:
+        """One dict per text: label (the class id; 0 = negative, 1 = positive for a binary model), label_name, and
+        prob_positive for a binary model, else one prob_<name> per class."""
+        return label_dicts(self.predict_proba(texts, batch_size).probs, self.classes)
+
+
+def label_dicts(probs, classes: tuple[str, ...]) -> list[dict]:
+    """`predict`'s dicts from class probabilities, for every kind of model folder (torch or ONNX)."""
+    if classes == ("negative", "positive"):
+        return [{"label": int(p >= 0.5), "label_name": "positive" if p >= 0.5 else "negative",
+                 "prob_positive": float(p)} for p in probs[:, 1]]
+    return [{"label": int(row.argmax()), "label_name": classes[int(row.argmax())],
+             **{f"prob_{c}": float(p) for c, p in zip(classes, row)}} for row in probs]
+
+
+def load(folder: str | Path, merge: bool = True, precision: str = "auto",
+         trust_remote_code: bool = False) -> SenditModel | OnnxModel:
+    """Load a model folder written by `sendit run`/`train` (RUN_DIR/<method>) or `sendit export`; an ONNX export
+    (model.onnx) comes back as an OnnxModel, which predicts with ONNX Runtime through the same methods.
+
+    Args:
+        folder: the method's model folder.
+        merge: fold adapters into the base weights (faster inference, same predictions).
+        precision: 'auto' (bf16 where the hardware has it, or what SENDIT_PRECISION forces), 'bf16' or 'fp32';
+            it belongs to this model: models of different precisions can be loaded side by side.
+        trust_remote_code: allow custom model code from the hub for the base model.
+    """
+    folder = Path(folder)
+    if is_onnx_folder(folder):
+        return load_onnx(folder, precision)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.exists():
+        hint = ""
+        if folder.is_dir():
+            subs = sorted(p.parent.name for p in folder.glob(f"*/{MANIFEST}"))
+            if subs:
+                hint = f" It looks like a run folder: pass one of its model folders, e.g. {folder / subs[0]}."
+        raise ModelError(f"'{folder}' is not a sendit model folder (no {MANIFEST}).{hint}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        manifest["method"], manifest["base_model"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{manifest_path} is damaged ({type(e).__name__}: {e}); it must be the JSON written by "
+                         f"sendit run, with 'method' and 'base_model'. Re-train or re-export the model.") from None
+    tokenizer = load_tokenizer(str(folder))
+    method = get_method(manifest["method"])
+    base = base_model_path(folder, manifest)
+    with quiet_libraries():  # peft's FutureWarnings about transformers internals
+        classes = manifest.get("labels")
+        model = method.load(folder, lambda: load_model(base, tokenizer, trust_remote_code, classes=classes))
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if merge:
+            model = method.merge(model)
+    device = default_device()
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return SenditModel(model, tokenizer, manifest, resolve_precision(precision, device))
+
+
+def base_model_path(folder: str | Path, manifest: dict) -> str:
+    """The manifest's base model; "./base"-style paths are relative to the model folder, so it can be moved."""
+    base = str(manifest["base_model"])
+    return str(Path(folder) / base) if base.startswith(("./", "../")) else base
+
+
+def probs_to_frame(texts: list[str], probs: np.ndarray):
+    import pandas as pd
+
+    return pd.DataFrame({"text": texts, "prediction": probs.argmax(-1), "prob_positive": probs[:, 1]})
