@@ -23,11 +23,11 @@ import torch
 from sendit.config.schema import DataConfig
 from sendit.data.dataset import load_splits
 from sendit.recipes.distill import default_layers, student_from_teacher
+from sendit.serve.model_folder import load
 from sendit.train.batching import encode
+from sendit.train.device import Processes
 from sendit.train.engine import predict
 from sendit.train.models import load_model, load_tokenizer, model_from_config, num_layers
-from sendit.train.device import Processes
-from sendit.serve.model_folder import load
 
 OPT_TOKENIZER = Path(__file__).resolve().parents[1] / "tests" / "data" / "opt-tokenizer"
 

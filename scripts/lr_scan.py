@@ -16,8 +16,9 @@ import pandas as pd
 import yaml
 
 from sendit.config.schema import load_config, resolve_config_path
+from sendit.run.context import Context
 from sendit.run.folder import atomic_write_csv
-from sendit.run.lifecycle import Context, prepare_run_dir
+from sendit.run.lifecycle import prepare_run_dir
 from sendit.run.method import train_method
 
 DEFAULT_GRID = {

@@ -290,7 +290,7 @@ def test_nan_keeps_the_best_epoch_in_the_saved_model_folder(tmp_path, model, res
     from sendit.errors import TrainingError
     from sendit.train.engine import cross_entropy
     from sendit.train.models import load_model
-    from sendit.run.lifecycle import Context
+    from sendit.run.context import Context
     from sendit.run.method import train_method
 
     cfg = load_config(None, {"model": str(model), "train_size": 32, "val_size": 16, "test_size": 8,

@@ -247,7 +247,7 @@ def test_each_method_owns_its_settings_and_the_command_line_loads_without_torch(
     index = field_index()
     for name in ("lora_r", "lora_alpha", "lora_dropout", "target_modules"):
         assert index[name][0] == "method" and index[name][1].metadata == LoraSettings.__dataclass_fields__[name].metadata
-    code = ("import sys; from sendit.cli import build_parser; from sendit.config import load_config; build_parser(); "
+    code = ("import sys; from sendit.cli import build_parser; from sendit.config.schema import load_config; build_parser(); "
             "cfg = load_config(None, {'lora_r': '4'}); assert cfg.method.lora_r == 4; "
             "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from helpers import OPT_TOKENIZER, paths_atol
 
+from sendit.run.folder import TRIALS
 from sendit.train import engine
 from sendit.recipes.tune import trials as tune_trials
 from sendit.cli import main
@@ -23,7 +24,7 @@ from sendit.report.load import RunData
 from sendit.report.recommend import busy_notes
 from sendit.recipes.tune.search import tune
 from sendit.config.tune import load_tune_config
-from sendit.recipes.tune.trials import TRIAL_COLUMNS, TRIALS_CSV, apply_params, default_params, method_space
+from sendit.recipes.tune.trials import TRIAL_COLUMNS, apply_params, default_params, method_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = dict(log=lambda s: None)
@@ -36,7 +37,7 @@ def _cfg(model, out, methods="head", seeds=(0,), **tune_settings):
 
 
 def _trials(run_dir):
-    return pd.read_csv(run_dir / TRIALS_CSV)
+    return pd.read_csv(run_dir / TRIALS)
 
 
 # ------------------------------------------------------------------------------------------------ spaces
@@ -218,7 +219,7 @@ def test_head_trials_train_on_features_computed_once_as_through_the_whole_model(
     """tiny_opt has no dropout, so a head trained on features computed once follows the path of one trained
     through the whole model, epoch by epoch; and the frozen model runs once per split, however many trials."""
     from sendit.train import features as feats
-    from sendit.run.lifecycle import Context
+    from sendit.run.context import Context
 
     calls, real = [], feats.head_inputs
     monkeypatch.setattr(feats, "head_inputs", lambda model, data, *a: calls.append(len(data)) or real(model, data, *a))
@@ -244,7 +245,7 @@ def test_a_head_that_reads_whole_sequences_trains_through_the_whole_model(tmp_pa
     from transformers import RobertaConfig
 
     from sendit.train.models import load_tokenizer, model_from_config
-    from sendit.run.lifecycle import Context
+    from sendit.run.context import Context
 
     tok = load_tokenizer(str(OPT_TOKENIZER))
     config = RobertaConfig(vocab_size=50272, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -293,7 +294,7 @@ def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(tiny_opt, tmp_path, mo
     assert trials["state"].tolist() == ["complete", "failed", "complete"]
     assert "loss became nan" in trials.loc[1, "note"]
     assert read_manifest(run_dir)["status"] == {"head/seed0": "done"}
-    assert not (run_dir / tune_trials.JOURNAL).exists()
+    assert not (run_dir / tune_trials.STUDY_JOURNAL).exists()
     assert len(optuna.load_study(study_name="run-head", storage=url).trials) == 3
 
 

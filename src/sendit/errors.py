@@ -9,6 +9,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sendit.train.engine import FitResult
 
+# The exit codes of every command (docs/reliability.md).
+EXIT_FAILED = 1  # a run failed part-way (a method's training, a full disk)
+EXIT_USER_ERROR = 2  # bad input: nothing was done
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer stopped by SIGPIPE
+
 
 class ConfigError(ValueError):
     """A user mistake in a config file or on the command line (shown without a traceback)."""

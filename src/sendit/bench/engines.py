@@ -191,10 +191,10 @@ def bench_training(b: Bench, name: str, texts: list[str], train, val) -> Path:
     from accelerate.utils import set_seed
 
     from sendit.config.schema import MethodConfig
-    from sendit.train.measure import count_parameters
     from sendit.methods import get_method, learning_rate
-    from sendit.train.models import load_model
     from sendit.serve.model_folder import save_model_folder
+    from sendit.train.measure import count_parameters
+    from sendit.train.models import load_model
 
     cfg, method = b.cfg, get_method(name)
     lr = learning_rate(name, cfg.lr)
@@ -290,9 +290,9 @@ def bench_inference(b: Bench, name: str, folder: Path, texts: list[str]) -> None
     """The saved model, unmerged and merged where it has an adapter, then the pipeline on the plain model."""
     from transformers import pipeline
 
-    from sendit.train.batching import encode
     from sendit.methods import get_method
     from sendit.serve.model_folder import load
+    from sendit.train.batching import encode
 
     cfg, tokens = b.cfg, int(encode(b.tok, texts, None, 128).lengths.sum())
     adapter = get_method(name).is_adapter
@@ -318,9 +318,9 @@ def accuracy_check(b: Bench) -> None:
     from accelerate.utils import set_seed
 
     from sendit.config.schema import MethodConfig
+    from sendit.methods import get_method, learning_rate
     from sendit.train.batching import encode
     from sendit.train.engine import predict
-    from sendit.methods import get_method, learning_rate
     from sendit.train.metrics import classification_metrics
     from sendit.train.models import load_model, load_tokenizer
 

@@ -187,10 +187,10 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     import transformers
 
     from sendit.bench.engines import tiled, tweets
-    from sendit.train.device import resolve_precision
-    from sendit.train.batching import encode
-    from sendit.train.measure import hardware
     from sendit.run.folder import git_commit, versions
+    from sendit.train.batching import encode
+    from sendit.train.device import resolve_precision
+    from sendit.train.measure import hardware
 
     t_start, started = time.perf_counter(), datetime.now().isoformat(timespec="seconds")
     out = cfg.out or f"runs/bench-{datetime.now():%Y%m%d-%H%M%S}/results"

@@ -7,8 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from sendit.config import validation
-from sendit.errors import ConfigError
 from sendit.config.schema import _coerce, _f, _suggest
+from sendit.errors import ConfigError
 
 
 @dataclass

@@ -15,10 +15,9 @@ from typing import Any
 
 import yaml
 
-from sendit.errors import ConfigError
 from sendit.config import validation
+from sendit.errors import ConfigError
 from sendit.fileio import read_text_file
-
 
 # Label values every reader understands, and what --label-map may map to: Sentiment140 uses 0/2/4, generic files
 # often 0/1 or words. None means neutral: dropped and counted.

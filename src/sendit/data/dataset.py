@@ -17,8 +17,8 @@ import numpy as np
 from sendit.config.schema import DataConfig
 from sendit.data.labels import counts, is_binary
 from sendit.data.reading import read_source, read_table, read_test_file
-from sendit.errors import DataError
 from sendit.data.rows import Table
+from sendit.errors import DataError
 
 # --------------------------------------------------------------------------------------------- normalisation
 # The rules as (pattern, replacement) pairs applied in order, written once for two regex engines: Python's `re`

@@ -21,10 +21,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
-from sendit.errors import ConfigError, DataError
 from sendit.config.schema import DataConfig
-from sendit.fileio import format_problem, open_input, read_all, uncompressed
 from sendit.data.rows import Table, collect, short
+from sendit.errors import ConfigError, DataError
+from sendit.fileio import format_problem, open_input, read_all, uncompressed
 
 EMBEDDED = "embedded"
 SENTIMENT140_COLUMNS = ("target", "id", "date", "query", "user", "text")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sendit.errors import DataError
 from sendit.config.schema import DataConfig
 from sendit.data.labels import BINARY, Reading, class_names, key
+from sendit.errors import DataError
 
 
 @dataclass

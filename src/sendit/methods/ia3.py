@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sendit.config import validation
-from sendit.errors import ConfigError
 from sendit.config.schema import _f
+from sendit.errors import ConfigError
 from sendit.methods import TARGET_MODULES_HELP, register
 
 TARGETS = {

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sendit.config import validation
-from sendit.errors import ConfigError
 from sendit.config.schema import _f
+from sendit.errors import ConfigError
 from sendit.methods import TARGET_MODULES_HELP, register
 
 if TYPE_CHECKING:

@@ -15,17 +15,13 @@ This module plans the stages and runs them; the loss, the student surgery and th
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import itertools
-import os
 import re
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -33,35 +29,37 @@ import pandas as pd
 import torch
 from transformers import AutoConfig
 
-from sendit.errors import ConfigError, ModelError, TrainingError
-from sendit.config.schema import RunConfig, flatten, from_dict, read_config_file, resolve_config_path
 from sendit.config.distill import DistillConfig, distill_config
-from sendit.config.flags import config_overrides
-from sendit.train.device import resolve_precision
-from sendit.train.batching import encode
-from sendit.train.engine import class_weights
+from sendit.config.schema import RunConfig, flatten, from_dict, read_config_file, resolve_config_path
+from sendit.data.dataset import Splits
 from sendit.data.labels import BINARY
+from sendit.errors import ConfigError, ModelError
 from sendit.methods import get_method
-from sendit.train.models import load_model, load_tokenizer, num_layers, resolve
+from sendit.run.context import Context, load_data, run_hardware
 from sendit.run.folder import (
+    CACHE,
     EPOCH_LOGS,
     INFERENCE_SUMMARY,
     LOCK,
     PREDICTIONS,
     RESULTS,
+    RUN_MANIFEST,
+    STUDENT_BASE,
+    atomic_write_json,
     is_run_folder,
+    model_folder_name,
     read_manifest,
     start_manifest,
     update_manifest,
-    writing,
 )
-from sendit.data.dataset import Splits
+from sendit.run.lifecycle import Job, finish_run, open_run, run_jobs
+from sendit.run.method import train_method
 from sendit.serve.model_folder import MANIFEST, base_model_path, load
+from sendit.train.batching import encode
+from sendit.train.device import resolve_precision
+from sendit.train.engine import class_weights
+from sendit.train.models import load_model, load_tokenizer, num_layers, resolve
 from sendit.train.students import cached_teacher_logits, default_layers, kd_loss, read_json, student_from_teacher
-from sendit.run.lifecycle import Context, load_data, run_hardware
-from sendit.run.method import model_folder_name, train_method
-
-CACHE_DIR = ".cache"
 
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -139,7 +137,7 @@ def distill_stage(ctx: Context, stage: Stage, teacher_dir: Path, d: DistillConfi
     teacher = functools.cache(lambda: load(teacher_dir, precision=precision))
     teacher_tok = load_tokenizer(str(teacher_dir))
     train = encode(teacher_tok, ctx.splits.train.texts, ctx.splits.train.labels, cfg.data.max_length)
-    soft, cache = cached_teacher_logits(teacher, teacher_dir, train, cfg.data.max_length, ctx.run_dir / CACHE_DIR,
+    soft, cache = cached_teacher_logits(teacher, teacher_dir, train, cfg.data.max_length, ctx.run_dir / CACHE,
                                         acc, cfg.train.eval_batch_size, ctx.log, precision=precision)
     if ctx.main():
         shutil.rmtree(folder, ignore_errors=True)  # no files of an earlier student of this name stay behind
@@ -153,8 +151,8 @@ def distill_stage(ctx: Context, stage: Stage, teacher_dir: Path, d: DistillConfi
         init = f"layers {','.join(map(str, stage.layers))} of {teacher_label(teacher_dir)}"
         name = f"{cfg.model.model} ({init})"
         if ctx.main():
-            student_from_teacher(teacher().model, stage.layers).save_pretrained(folder / "base")
-            tok.save_pretrained(folder / "base")
+            student_from_teacher(teacher().model, stage.layers).save_pretrained(folder / STUDENT_BASE)
+            tok.save_pretrained(folder / STUDENT_BASE)
     acc.wait_for_everyone()
     teacher.cache_clear()  # the teacher's memory is the student's from here on
     base_path = base_model_path(folder, {"base_model": base})
@@ -208,8 +206,7 @@ def distill(cfg: RunConfig, d: DistillConfig, out: str | Path | None = None, rep
         raise ConfigError(f"the teacher {teacher} was trained on the classes {', '.join(taught)}, the data has "
                           f"{', '.join(splits.classes)}: a student learns the teacher's classes. Pass the teacher's "
                           f"data settings (--labels, --label-map), or another teacher.")
-    # Under `accelerate launch` every process runs this; the main one owns the folder (one writer at a time).
-    with writing(run_dir) if os.environ.get("RANK", "0") == "0" else nullcontext(run_dir):
+    with open_run(run_dir, fresh=False):  # the teacher's run folder, or a new one: never cleared
         return _distill_into(run_dir, cfg, d, teacher, stages, splits, report, log)
 
 
@@ -217,30 +214,23 @@ def _distill_into(run_dir: Path, cfg: RunConfig, d: DistillConfig, teacher: Path
                   splits: Splits, report: bool, log: Callable[[str], None]) -> Path:
     t0 = time.perf_counter()
     ctx = Context.build(cfg, run_dir, log, splits)
-    status = _start_manifest(ctx, teacher, stages, d)
+    _start_manifest(ctx, teacher, stages, d)
     log(f"distillation {teacher} -> " + " -> ".join(s.label for s in stages) + f" into {run_dir}")
-    for seed in cfg.seed_list():
-        stage_teacher = teacher
-        for stage in stages:
-            key = f"{stage.label}/seed{seed}"
-            try:
-                stage_teacher = distill_stage(ctx, stage, stage_teacher, d, seed)
-                status[key] = "done"
-            except TrainingError as e:
-                status[key] = f"failed: {e}"
-                raise
-            finally:
-                if ctx.main():
-                    update_manifest(run_dir, status=status)
-            log(_retention_line(run_dir, stage.label, teacher_label(teacher), seed))
-    if ctx.main():
-        update_manifest(run_dir, finished=datetime.now().isoformat(timespec="seconds"),
-                        distill_wall_time_sec=time.perf_counter() - t0)
-    ctx.accelerator.end_trackers()
-    if report and ctx.main():
-        from sendit.report import build_report
 
-        log(f"report: {Path(build_report([run_dir], log=log)) / 'index.html'}")
+    def stage_job(stage: Stage, seed: int, stage_teacher: Path) -> None:
+        distill_stage(ctx, stage, stage_teacher, d, seed)
+        log(_retention_line(run_dir, stage.label, teacher_label(teacher), seed))
+
+    jobs = []
+    for seed in cfg.seed_list():  # each stage of a chain is taught by the one before: it needs that one
+        for before, stage in zip([None, *stages], stages):
+            stage_teacher = teacher if before is None else run_dir / model_folder_name(before.label, seed,
+                                                                                      cfg.seed_list()[0])
+            jobs.append(Job(f"{stage.label}/seed{seed}", lambda a=(stage, seed, stage_teacher): stage_job(*a),
+                            needs=None if before is None else f"{before.label}/seed{seed}"))
+    run_jobs(run_dir, jobs, log, main=ctx.main())
+    ctx.accelerator.end_trackers()
+    finish_run(run_dir, t0, log, report, main=ctx.main(), wall_key="distill_wall_time_sec")
     return run_dir
 
 
@@ -263,7 +253,13 @@ def _start_manifest(ctx: Context, teacher: Path, stages: list[Stage], d: Distill
     settings = {s.label: {"teacher": str(teacher), "student": s.student_model or f"layers {s.layers}",
                           **dataclasses.asdict(d), "train": dataclasses.asdict(cfg.train),
                           "method_lr": cfg.method.method_lr} for s in stages}
-    return update_manifest(run_dir, methods=methods, distill=settings).get("status", {})
+    manifest = update_manifest(run_dir, methods=methods, distill=settings)
+    # A distillation trains its students anew (there is no --resume for it): their earlier status is dropped, so
+    # the job loop runs every stage.
+    labels = {s.label for s in stages}
+    manifest["status"] = {k: v for k, v in manifest.get("status", {}).items() if k.split("/")[0] not in labels}
+    atomic_write_json(manifest, run_dir / RUN_MANIFEST)
+    return manifest["status"]
 
 
 def _retention_line(run_dir: Path, student: str, teacher: str, seed: int) -> str:
@@ -303,7 +299,7 @@ def distill_settings(config: str | None, overrides: dict, flags: dict, out: str 
     d = distill_config(d_raw, source=str(config or "flags"))
     cfg = from_dict({**flat, "distill": dataclasses.asdict(d)}, source=str(config or "flags"))
     if saved and out is None:
-        teacher_data = from_dict(saved, source=str(teacher.parent / "run.json")).data
+        teacher_data = from_dict(saved, source=str(teacher.parent / RUN_MANIFEST)).data
         changed = [f.name for f in dataclasses.fields(teacher_data) if getattr(teacher_data, f.name) !=
                    getattr(cfg.data, f.name)]
         if changed:
@@ -313,12 +309,3 @@ def distill_settings(config: str | None, overrides: dict, flags: dict, out: str 
                 f"Drop those settings, or pass --out NEW_FOLDER to distil on other data."
             )
     return cfg, d
-
-
-def distill_command(args: argparse.Namespace) -> int:
-    """`sendit distill`: the flags of DistillConfig, the run-config flags, --config, --out, --no-report."""
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(DistillConfig)
-             if getattr(args, f.name, None) is not None}
-    cfg, d = distill_settings(args.config, config_overrides(args, with_out=False), flags, args.out)
-    distill(cfg, d, args.out, report=not args.no_report)
-    return 0

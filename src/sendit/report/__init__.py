@@ -18,11 +18,12 @@ import pandas as pd
 from sendit.report.figures import build_figures
 from sendit.report.files import atomic_write_text
 from sendit.report.html import Page, console_lines, render_html, render_markdown
-from sendit.report.style import RC
 from sendit.report.load import RunData, load_runs
 from sendit.report.recommend import build_recommendation, expected_max_figure
 from sendit.report.stats import ACROSS_SEEDS_METHOD, HOLM_METHOD, ONE_SEED_METHOD, StatsConfig, compute_stats
+from sendit.report.style import RC
 from sendit.report.tables import build_tables, write_table
+from sendit.run.folder import REPORT
 
 __all__ = ["RunData", "StatsConfig", "build_report", "load_runs", "main_report"]
 
@@ -69,7 +70,7 @@ def build_report(
         The report folder.
     """
     data = load_runs(run_dirs)
-    out = Path(out) if out is not None else Path(run_dirs[0]) / "report"
+    out = Path(out) if out is not None else Path(run_dirs[0]) / REPORT
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
 

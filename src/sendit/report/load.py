@@ -16,13 +16,20 @@ from pathlib import Path
 import pandas as pd
 
 from sendit.config.schema import EMBEDDED_TEST_NAME, HELDOUT_NAME, DataConfig, test_set_name
-from sendit.run.folder import EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS, RESULTS
 from sendit.report.files import RECORDED, record_methods
+from sendit.run.folder import (
+    CONFIG_FILE,
+    EPOCH_LOGS,
+    EVALUATION_MANIFEST,
+    INFERENCE_SUMMARY,
+    PREDICTIONS,
+    RESULTS,
+    RUN_MANIFEST,
+)
 
 SUFFIXES = {kind: template.format(method="") for kind, template in (
     ("results", RESULTS), ("epochs", EPOCH_LOGS), ("metrics", INFERENCE_SUMMARY), ("predictions", PREDICTIONS))}
 # What `sendit evaluate` writes next to the CSVs (an evaluation folder has no run.json and no results CSVs).
-EVALUATION_MANIFEST = "evaluation.json"
 # Report order of the built-in methods in run folders written before run.json recorded each method's own
 # `cost_rank` (cheapest to most expensive); others follow alphabetically.
 METHOD_ORDER = ["head", "bitfit", "ia3", "lora", "dora", "full"]
@@ -125,7 +132,7 @@ def _add_keys(kind: str, df: pd.DataFrame, missing: dict[str, list[str]], who: s
 def _method_info(run_dir: Path) -> dict:
     """What run.json records of each method (display name, report order), or nothing."""
     try:
-        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("method_info")
+        info = json.loads((run_dir / RUN_MANIFEST).read_text(encoding="utf-8")).get("method_info")
     except (OSError, ValueError, AttributeError):
         return {}
     return info if isinstance(info, dict) else {}
@@ -166,7 +173,7 @@ def _find_runs(run_dirs: list[Path | str]) -> list[tuple[str, Path, list[str]]]:
 
 def _read_manifest(run: str, d: Path, manifests: dict[str, dict], notes: list[str]) -> Path:
     """Read the folder's run.json (or evaluation.json) into `manifests`; returns its path."""
-    manifest_path = d / "run.json"
+    manifest_path = d / RUN_MANIFEST
     if not manifest_path.is_file() and (d / EVALUATION_MANIFEST).is_file():
         manifest_path = d / EVALUATION_MANIFEST
     if manifest_path.is_file():
@@ -203,8 +210,8 @@ def load_runs(run_dirs: list[Path | str]) -> RunData:
     configs: dict[str, str] = {}
     for run, d, methods in runs:
         manifest_path = _read_manifest(run, d, manifests, notes)
-        if (d / "config.yaml").is_file():
-            configs[run] = (d / "config.yaml").read_text(encoding="utf-8", errors="replace")
+        if (d / CONFIG_FILE).is_file():
+            configs[run] = (d / CONFIG_FILE).read_text(encoding="utf-8", errors="replace")
         for m in methods:
             name = f"{run}/{m}" if count[m] > 1 else m
             names.append(name)

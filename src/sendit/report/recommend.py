@@ -24,13 +24,14 @@ import numpy as np
 import pandas as pd
 
 from sendit.config.schema import HELDOUT_NAME as HELDOUT
+from sendit.report.compare import Comparison
 from sendit.report.figures import FigureFile
 from sendit.report.files import pretty
 from sendit.report.load import RunData
-from sendit.report.compare import Comparison
 from sendit.report.stats import DEFAULT_SUFFIX, MIN_SEEDS
 from sendit.report.style import WIDTH, Styles, legend, new_figure, save_figure
 from sendit.report.tables import Table
+from sendit.run.folder import TRIALS
 
 COSTS = {"trainable_params": "trainable parameters", "saved_size_mb": "saved size (MB)",
          "runtime_sec": "training time (s)", "peak_memory_mb": "peak memory (MB)"}
@@ -220,7 +221,7 @@ def expected_max_curves(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_trials(run_dirs: list[Path | str]) -> pd.DataFrame:
-    frames = [pd.read_csv(Path(d) / "trials.csv") for d in run_dirs if (Path(d) / "trials.csv").is_file()]
+    frames = [pd.read_csv(Path(d) / TRIALS) for d in run_dirs if (Path(d) / TRIALS).is_file()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,15 +22,62 @@ from typing import Iterator
 import pandas as pd
 import yaml
 
-from sendit.errors import RunInterrupted, RunStopped
 from sendit import __version__
-from sendit.errors import ConfigError
+from sendit.errors import ConfigError, RunInterrupted, RunStopped
 from sendit.fileio import as_write_error, write_target
 
-RESULTS = "{method}_results.csv"
+# ------------------------------------------------------------------------------------------------ every name
+# Every file and folder a run folder can hold. Writers and readers take the names from here, and
+# tests/test_run_folder.py walks finished run, tune and distill folders and finds nothing else (`name_of`).
+RUN_MANIFEST = "run.json"  # the resolved config, seeds, each job's status, the machine, versions
+CONFIG_FILE = "config.yaml"  # the config, as `--config` reads it back
+RESULTS = "{method}_results.csv"  # the study's four CSV files, one set per method label
 EPOCH_LOGS = "{method}_epoch_logs.csv"
 INFERENCE_SUMMARY = "{method}_inference_metrics_summary.csv"
 PREDICTIONS = "{method}_inference_predictions.csv"
+CHECKPOINTS = ".checkpoints"  # <label>-seed<seed>/: the epochs of a training under way (--resume); removed after
+LOCK = ".sendit.lock"  # held while a command writes the folder
+REPORT = "report"  # sendit report's output (index.html, figures, tables)
+TRIALS = "trials.csv"  # sendit tune: one row per trial, either backend
+STUDY_JOURNAL = "study.journal"  # sendit tune --backend optuna: the study (shared by --workers, kept for --resume)
+RAY = "ray"  # sendit tune --backend ray: Ray Tune's experiment folders
+CACHE = ".cache"  # sendit distill: the teacher's logits over the training set, by content hash
+MODEL_MANIFEST = "sendit_model.json"  # in a model folder (RUN_DIR/<label>, an export): what it is and holds
+STUDENT_BASE = "base"  # in a student's model folder: its initial weights (teacher layers), which it loads from
+EVALUATION_MANIFEST = "evaluation.json"  # in an evaluate folder: the data file, the models, the precision
+TEMPLATES = (RESULTS, EPOCH_LOGS, INFERENCE_SUMMARY, PREDICTIONS)
+
+
+def model_folder_name(label: str, seed: int, first_seed: int) -> str:
+    """A trained model's folder: the label for the run's first seed, `<label>-seed<seed>` for the others."""
+    return label if seed == first_seed else f"{label}-seed{seed}"
+
+
+def checkpoint_folder(run_dir: Path, label: str, seed: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"{label}-seed{seed}"
+
+
+def evaluation_folder_name(test_set: str) -> str:
+    """`sendit evaluate`'s default folder inside the model folder, after the test set's name."""
+    return "eval-" + re.sub(r"[^\w.-]", "_", test_set)
+
+
+def name_of(path: Path, run_dir: Path) -> str | None:
+    """Which of the names above a top-level entry of a run folder has (None: sendit did not write it). Method
+    labels are the run.json's methods; model folders are the labels' (and their seeds')."""
+    name = path.name
+    fixed = {RUN_MANIFEST, CONFIG_FILE, CHECKPOINTS, LOCK, REPORT, TRIALS, STUDY_JOURNAL, RAY, CACHE}
+    if name in fixed:
+        return name
+    manifest = read_manifest(run_dir)
+    labels = [*manifest.get("methods", []), *(manifest.get("tuned") or {}),
+              *(f"{m}-default" for m in (manifest.get("tuned") or {}))]
+    for label in labels:
+        if name in {model_folder_name(label, s, manifest["seeds"][0]) for s in manifest.get("seeds", [])} | {label}:
+            return "model folder"
+        if name in (t.format(method=label) for t in TEMPLATES):
+            return name
+    return None
 
 # The study's columns first, in the study's order; the rest extend them.
 COLUMNS = {
@@ -180,7 +228,7 @@ def mark(kind: str) -> dict:
 
 def read_manifest(run_dir: Path) -> dict:
     """run.json as a dict ({} when there is none); a damaged one is a ConfigError that says so."""
-    path = Path(run_dir) / "run.json"
+    path = Path(run_dir) / RUN_MANIFEST
     if not path.exists():
         return {}
     try:
@@ -214,7 +262,7 @@ def update_manifest(run_dir: Path, **fields) -> dict:
             manifest[k].update(v)
         else:
             manifest[k] = v
-    atomic_write_json(manifest, Path(run_dir) / "run.json")
+    atomic_write_json(manifest, Path(run_dir) / RUN_MANIFEST)
     return manifest
 
 
@@ -228,7 +276,7 @@ def start_manifest(run_dir: Path, config: dict, seeds: list[int], hardware: dict
     started = read_manifest(run_dir).get("started", datetime.now().isoformat(timespec="seconds"))
     manifest = update_manifest(run_dir, config=config, **fields, seeds=seeds, versions=versions(),
                                git_commit=git_commit(), hardware=hardware, data=data, started=started, status={})
-    atomic_write_text(Path(run_dir) / "config.yaml", yaml.safe_dump(config_file or config, sort_keys=False))
+    atomic_write_text(Path(run_dir) / CONFIG_FILE, yaml.safe_dump(config_file or config, sort_keys=False))
     return manifest
 
 
@@ -245,7 +293,6 @@ def holder_of(folder: Path, sources: dict[str, str | Path | None]) -> str | None
 
 
 # ------------------------------------------------------------------------------------------------ one writer
-LOCK = ".sendit.lock"
 
 
 @contextmanager

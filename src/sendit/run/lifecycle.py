@@ -1,35 +1,35 @@
-"""The run lifecycle: the run folder checked before anything is written, the data and the model checked,
-the shared Context (processes, tokenizer, encoded splits), resume, the machine the run used."""
+"""The run lifecycle, one for every command that writes a run folder (run, train, tune, distill) and for evaluate's
+folder: check the folder before anything is written -> lock it -> clear it (a fresh run) or take its config back
+(--resume) -> run.json -> the job loop, with one failure policy -> finish (run.json, trackers, report). The exit
+code of a finished run comes from its jobs' status (`failed_jobs`), the same for every command.
+
+Failure policy: a job whose training fails (TrainingError) is recorded as failed in run.json's status and the
+jobs that do not need it go on; a job that needs it (a distillation stage whose teacher is the failed stage) is
+recorded as failed without being tried. Anything else (a full disk, Ctrl-C) stops the run; what finished is kept,
+and --resume skips the jobs already done."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-import torch
-from transformers import PreTrainedTokenizerBase
-
-from sendit.config.schema import EMBEDDED_TEST_NAME, HELDOUT_NAME, RunConfig, test_set_name, validate_for_model
-from sendit.errors import ConfigError, ModelError
-from sendit.data.dataset import Splits, Table, load_splits
-from sendit.train.batching import Encoded, encode
-from sendit.train.measure import hardware
-from sendit.train.models import _why, autoconfig, load_tokenizer, resolve
+from sendit.config.schema import RunConfig
+from sendit.errors import ConfigError, TrainingError
 from sendit.run.folder import (
     LOCK,
+    RUN_MANIFEST,
     clear_run_folder,
     holder_of,
     is_run_folder,
     read_manifest,
+    update_manifest,
+    writing,
 )
-from sendit.train.device import Processes, resolve_precision
-from sendit.verbosity import say
-
-
 
 
 def check_run_dir(out: str | None, resume: bool = False, overwrite: bool = False,
@@ -47,7 +47,7 @@ def check_run_dir(out: str | None, resume: bool = False, overwrite: bool = False
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--out '{run_dir}': no permission to write in '{existing}'. Pass another --out.")
     if resume:
-        if not (run_dir / "run.json").exists():
+        if not (run_dir / RUN_MANIFEST).exists():
             raise ConfigError(f"--resume {run_dir}: no run.json there, so there is nothing to resume.")
         if not is_run_folder(run_dir):
             raise ConfigError(f"--resume {run_dir}: its run.json was not written by sendit, so there is nothing to "
@@ -55,7 +55,7 @@ def check_run_dir(out: str | None, resume: bool = False, overwrite: bool = False
         return run_dir
     if not run_dir.exists() or not [e for e in run_dir.iterdir() if e.name != LOCK]:
         return run_dir
-    if not (run_dir / "run.json").exists():  # --overwrite deletes run folders only, never `--out .` or ~
+    if not (run_dir / RUN_MANIFEST).exists():  # --overwrite deletes run folders only, never `--out .` or ~
         raise ConfigError(f"'{run_dir}' already exists, is not empty and is not a sendit run folder (no "
                           f"run.json), so it is left alone. Pass another --out.")
     if not is_run_folder(run_dir):
@@ -87,118 +87,95 @@ def run_sources(cfg: RunConfig) -> dict[str, str | None]:
             "--model": cfg.model.model}
 
 
-@dataclass
-class Context:
-    """What every method of a run shares: data (tokenised once), tokenizer, processes, run folder (see build)."""
 
-    cfg: RunConfig
-    run_dir: Path
-    log: Callable[[str], None]
-    accelerator: Processes
-    precision: str  # the run's precision for its inference passes (training resolves it from cfg.train.precision)
-    tokenizer: PreTrainedTokenizerBase
-    splits: Splits
-    encoded: dict[str, Encoded]  # "train" and "val"
-    # The hand-labelled file first (the study's test set: row 0 of every summary), each named by config.test_set_name.
-    test_sets: dict[str, Table]
-    encoded_tests: dict[str, Encoded]
-
-    @classmethod
-    def build(cls, cfg: RunConfig, run_dir: Path, log: Callable[[str], None] = say,
-              splits: Splits | None = None) -> Context:
-        """Set up a run: threads, processes and trackers, the tokenizer, the data split (read unless given) and
-        its tokenised train/val/test sets."""
-        check_tracker(cfg.train.tracker)  # distill and tune come here without run()'s earlier checks
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        accelerator = Processes(cfg.train.tracker, str(run_dir))
-        accelerator.start_trackers(cfg.to_dict())
-        precision = resolve_precision(cfg.train.precision, accelerator.device)
-        tokenizer = load_tokenizer(cfg.model.model, cfg.model.trust_remote_code)
-        splits = splits or load_data(cfg)
-        test_sets: dict[str, Table] = {}
-        if splits.manual is not None:
-            test_sets[test_set_name(cfg.data) or EMBEDDED_TEST_NAME] = splits.manual
-        test_sets[HELDOUT_NAME] = splits.test
-
-        def enc(table: Table) -> Encoded:
-            return encode(tokenizer, table.texts, table.labels, cfg.data.max_length)
-
-        return cls(cfg, run_dir, log, accelerator, precision, tokenizer, splits,
-                   {"train": enc(splits.train), "val": enc(splits.val)}, test_sets,
-                   {k: enc(t) for k, t in test_sets.items()})
-
-    def main(self) -> bool:
-        return self.accelerator.is_main_process
-
-
-def load_data(cfg: RunConfig) -> Splits:
-    """The run's data split, with the checks that need it."""
-    splits = load_splits(cfg.data)
-    if cfg.train.batch_size > len(splits.train):
-        raise ConfigError(f"--batch-size {cfg.train.batch_size} is larger than the {len(splits.train)} "
-                          f"training rows; lower --batch-size or raise --train-size.")
-    return splits
-
-
-# The package each --tracker imports (accelerate's TensorBoardTracker, MLflowTracker and WandBTracker).
-TRACKER_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
-
-
-def check_tracker(tracker: str | None) -> None:
-    """--tracker needs its package: without it accelerate only warns and the run tracks nothing."""
-    if tracker and importlib.util.find_spec(TRACKER_MODULES[tracker]) is None:
-        raise ConfigError(f"--tracker {tracker} needs the {TRACKER_MODULES[tracker]} package, which is not installed. "
-                          f"Install it with pip install 'sendit[tracking]' (tensorboard, mlflow, wandb), or leave out "
-                          f"--tracker.")
-
-
-# What save_pretrained writes (one file, or the index of a sharded checkpoint).
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-def check_against_model(cfg: RunConfig) -> None:
-    """The options that depend on the model (--max-length, --target-modules, --lora-r), from its config alone: a
-    model built on the meta device has every module name and no weights, so this takes a fraction of a second."""
-    from transformers import AutoModelForSequenceClassification
-
-    folder = Path(resolve(cfg.model.model))
-    if folder.is_dir() and not any((folder / name).exists() for name in WEIGHT_FILES):
-        raise ModelError(f"model folder '{cfg.model.model}' has no weights (none of {', '.join(WEIGHT_FILES)}). Pass "
-                         f"a folder written by save_pretrained, a hub id such as facebook/opt-125m, or 'embedded'.")
-    # transformers builds an empty tokenizer for a folder without tokenizer files; training then fails mid-epoch.
-    tokenizer = load_tokenizer(cfg.model.model, cfg.model.trust_remote_code)
-    if not tokenizer("a good day", add_special_tokens=False)["input_ids"]:
-        raise ModelError(f"model '{cfg.model.model}' has no usable tokenizer (its vocabulary has {len(tokenizer)} "
-                         f"tokens: tokenizer.json or vocab files missing?). Save the tokenizer into the model folder "
-                         f"(tokenizer.save_pretrained), or pass a complete model folder, a hub id, or 'embedded'.")
-    try:
-        config = autoconfig(cfg.model.model, cfg.model.trust_remote_code)
-        names = None
-        if getattr(cfg.method, "target_modules", None):
-            with torch.device("meta"):
-                model = AutoModelForSequenceClassification.from_config(
-                    config, trust_remote_code=cfg.model.trust_remote_code)
-            names = [n for n, module in model.named_modules() if n and not any(module.children())]
-    except (OSError, ValueError) as e:
-        raise ModelError(f"could not load model '{cfg.model.model}': " + _why(e, "Pass a folder written by "
-                         "save_pretrained, a hub id such as facebook/opt-125m, or 'embedded'.")) from None
-    validate_for_model(cfg, config, names)
-
-
-def _resumed_config(run_dir: Path, cfg: RunConfig) -> RunConfig:
-    """On --resume the run's own config wins: the run must finish as it started."""
+def resumed_config(run_dir: Path) -> RunConfig:
+    """On --resume the run's own config wins: the run must finish as it started (run, train, tune, distill)."""
     from sendit.config.schema import from_dict
 
     saved = read_manifest(run_dir).get("config")
     if not saved:
-        return cfg
-    saved["out"] = str(run_dir)
-    return from_dict(saved, source=str(run_dir / "run.json"))
+        raise ConfigError(f"--resume {run_dir}: no {RUN_MANIFEST} with a config there, so there is nothing to "
+                          f"resume.")
+    return from_dict({**saved, "out": str(run_dir)}, source=str(run_dir / RUN_MANIFEST))
 
 
-def run_hardware(ctx: Context) -> dict:
-    """The machine, the number of processes and the precision of the run's inference passes."""
-    h = hardware(ctx.accelerator.device)
-    h.update(processes=ctx.accelerator.num_processes, precision=ctx.precision)
-    return h
+def is_main_process() -> bool:
+    """Under `accelerate launch` every process runs a command; the main one (RANK 0) owns the run folder."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+@contextmanager
+def open_run(run_dir: Path, fresh: bool) -> Iterator[Path]:
+    """Hold the run folder's lock (main process) for the whole command; a fresh run's folder (one check_run_dir
+    allowed: empty, or a sendit run with --overwrite) is cleared first, a resumed or extended one is kept."""
+    main = is_main_process()
+    with writing(run_dir) if main else nullcontext(run_dir):
+        if main and fresh:
+            clear_run_folder(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        yield run_dir
+
+
+@dataclass
+class Job:
+    """One training of a run: `key` names it in run.json's status (`<label>/seed<seed>`); `needs` is the key of a
+    job it builds on (a distillation stage's teacher stage), None when it stands alone."""
+
+    key: str
+    run: Callable[[], object]
+    needs: str | None = None
+
+
+def run_jobs(run_dir: Path, jobs: list[Job], log: Callable[[str], None], main: bool = True) -> dict:
+    """The job loop of every recipe: jobs done before (--resume) are skipped, the others run in order under the
+    failure policy above; run.json's status is written after each job. Returns the status."""
+    status: dict = read_manifest(run_dir).get("status", {})
+    seconds, finished = 0.0, 0
+    for i, job in enumerate(jobs, 1):
+        where = f"[{i}/{len(jobs)}] {job.key}"
+        if status.get(job.key) == "done":
+            log(f"{where}: already done, skipped")
+            continue
+        if job.needs is not None and status.get(job.needs) != "done":
+            status[job.key] = f"failed: it needs {job.needs}, which did not finish"
+            log(f"{where} not tried: it needs {job.needs}, which did not finish")
+        else:
+            log(where + _time_left(seconds, finished, len(jobs) - i + 1))
+            started = time.perf_counter()
+            try:
+                job.run()
+                status[job.key] = "done"
+            except TrainingError as e:
+                status[job.key] = f"failed: {e}"
+                log(f"{job.key} FAILED: {e}\nThe jobs that do not need it go on.")
+            seconds, finished = seconds + time.perf_counter() - started, finished + 1
+        if main:
+            update_manifest(run_dir, status=status)
+    return status
+
+
+def _time_left(seconds: float, done: int, left: int) -> str:
+    """A rough estimate from the trainings finished so far (methods differ in cost), or nothing before the first."""
+    rest = seconds / max(done, 1) * left
+    when = f"{rest:.0f} s" if rest < 90 else f"{rest / 60:.0f} min"
+    return f" (about {when} left, from the {done} finished so far)" if done else ""
+
+
+def finish_run(run_dir: Path, started: float, log: Callable[[str], None], report: bool, main: bool = True,
+               wall_key: str = "wall_time_sec") -> float:
+    """run.json's finish time and wall time (added to a resumed run's), then the report; returns the wall time."""
+    wall = time.perf_counter() - started
+    if main:
+        wall += read_manifest(run_dir).get(wall_key, 0.0) if wall_key == "wall_time_sec" else 0.0
+        update_manifest(run_dir, **{"finished": datetime.now().isoformat(timespec="seconds"), wall_key: wall})
+    if report and main:
+        from sendit.report import build_report
+
+        log(f"report: {Path(build_report([run_dir], log=log)) / 'index.html'}")
+    return wall
+
+
+def failed_jobs(run_dir: Path) -> tuple[dict, int]:
+    """The failed jobs of a finished run and the number of jobs: a run exits 1 when one failed (cli)."""
+    status = read_manifest(run_dir).get("status", {})
+    return {k: v for k, v in status.items() if str(v).startswith("failed")}, len(status)

@@ -10,30 +10,26 @@ from typing import Callable
 import torch
 from accelerate.utils import set_seed
 
-from sendit.run.lifecycle import Context
 from sendit.errors import ConfigError, TrainingError
-from sendit.train.engine import LossFn, fit, predict, training_loss
-from sendit.train.measure import count_parameters, resident_mb
 from sendit.methods import get_method, learning_rate
-from sendit.train.metrics import classification_metrics
-from sendit.train.models import load_model
+from sendit.run.context import Context
 from sendit.run.folder import (
     EPOCH_LOGS,
     INFERENCE_SUMMARY,
     PREDICTIONS,
     RESULTS,
     append_rows,
+    checkpoint_folder,
     metrics_row,
+    model_folder_name,
     prediction_rows,
 )
 from sendit.serve.model_folder import save_model_folder
+from sendit.train.engine import LossFn, fit, predict, training_loss
+from sendit.train.measure import count_parameters, resident_mb
+from sendit.train.metrics import classification_metrics
+from sendit.train.models import load_model
 from sendit.verbosity import quiet_libraries
-
-
-
-
-def model_folder_name(method: str, seed: int, first_seed: int) -> str:
-    return method if seed == first_seed else f"{method}-seed{seed}"
 
 
 def check_label(label: str) -> str:
@@ -72,7 +68,7 @@ def train_method(
     lr = learning_rate(name, cfg.train.lr, cfg.method.method_lr)
     ctx.log(f"{label} (seed {seed}): {params['trainable_params']:,} of {params['total_params']:,} parameters "
             f"train ({params['trainable_pct']:.3f}%), lr {lr:g}")
-    checkpoint = ctx.run_dir / ".checkpoints" / f"{label}-seed{seed}"
+    checkpoint = checkpoint_folder(ctx.run_dir, label, seed)
     folder = ctx.run_dir / model_folder_name(label, seed, cfg.seed_list()[0])
     info = {"max_length": cfg.data.max_length, "normalize": cfg.data.normalize, "seed": seed, "lr": lr,
             "labels": list(classes), "method_config": vars(cfg.method), **(extra_results or {})}

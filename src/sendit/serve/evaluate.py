@@ -5,29 +5,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+from sendit.run.lifecycle import open_run
 from sendit.config.schema import EMBEDDED_TEST_NAME, DataConfig
-from sendit.errors import ConfigError
+from sendit.data.labels import BINARY
 from sendit.data.reading import EMBEDDED, read_test_file
-from sendit.train.metrics import classification_metrics
+from sendit.errors import ConfigError
 from sendit.run.folder import (
+    EVALUATION_MANIFEST,
     INFERENCE_SUMMARY,
     PREDICTIONS,
     append_rows,
     atomic_write_json,
+    evaluation_folder_name,
     metrics_row,
     prediction_rows,
     versions,
 )
-from sendit.data.labels import BINARY
-from sendit.serve.model_folder import MANIFEST, load
-from sendit.report.load import EVALUATION_MANIFEST
-from sendit.verbosity import say
 from sendit.run.method import check_label
+from sendit.serve.model_folder import MANIFEST, load
+from sendit.train.metrics import classification_metrics
+from sendit.verbosity import say
 
 
 def evaluate_folder(model_dirs: str | Path | list[str | Path], data: str, out: str | None = None,
@@ -61,37 +62,39 @@ def evaluate_folder(model_dirs: str | Path | list[str | Path], data: str, out: s
     table = read_test_file(data, cfg, classes, "--data", "or 'embedded' for the packaged hand-labelled tweets",
                            text_column=text_column, label_column=label_column)
     test_set = test_name or (EMBEDDED_TEST_NAME if data == EMBEDDED else Path(data).stem)
-    out_dir = Path(out or dirs[0] / ("eval-" + re.sub(r"[^\w.-]", "_", test_set)))
+    out_dir = Path(out or dirs[0] / evaluation_folder_name(test_set))
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out '{out_dir}' is a file; evaluate writes a folder of CSV files. Pass another --out.")
     source = str(Path(table.source).resolve())
     _check_same_data(out_dir, source, test_set, data)
-    scored = []  # (label, seed, folder, Predictions): written only once every model has been scored
+    scored = []  # (label, seed, folder, Predictions, precision): written only once every model has been scored
     for folder in dirs:
         sm = load(folder, precision=precision)
         method = sm.manifest["method"]
         if sm.manifest.get("format") == "onnx":  # beside the torch model it came from: lora and lora-onnx-int8
             method = f"{sm.manifest.get('trained_method', method)}-onnx-{sm.precision}"
         label = _evaluation_label(folder, method, [x[0] for x in scored])
-        scored.append((label, int(sm.manifest.get("seed", 0)), folder, sm.predict_proba(table.texts, batch_size)))
+        scored.append((label, int(sm.manifest.get("seed", 0)), folder, sm.predict_proba(table.texts, batch_size),
+                       sm.precision))  # the precision it ran in, as resolved for this model
         del sm
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for label, seed, folder, p in scored:
-        m = classification_metrics(table.labels, p.preds, len(classes))
-        append_rows(out_dir, INFERENCE_SUMMARY, label, [metrics_row(
-            m, p.seconds, p.tweets_per_sec, label, seed, test_set, dropped=sum(table.dropped.values()))],
-            replace_seed=seed)
-        append_rows(out_dir, PREDICTIONS, label, prediction_rows(
-            table.texts, table.labels, p.preds, p.probs, label, seed, test_set, classes), replace_seed=seed)
-        ci = bootstrap_metric_ci(table.labels, p.preds)
-        log(f"{label} on {test_set} ({m['n']} tweets): accuracy {m['accuracy']:.4f} (95% CI {ci['accuracy_lo']:.4f}"
-            f"-{ci['accuracy_hi']:.4f})  F1 {m['f1_macro']:.4f}  ({p.tweets_per_sec:.0f} tweets/s)")
-    atomic_write_json({
-        "data": str(data), "data_path": source, "test_set": test_set, "rows": len(table), "dropped": dict(table.dropped),
-        "labels": list(classes),
-        "models": {label: str(folder.resolve()) for label, _, folder, _ in scored}, "precision": precision,
-        "versions": versions(), "finished": datetime.now().isoformat(timespec="seconds"),
-    }, out_dir / EVALUATION_MANIFEST)
+    with open_run(out_dir, fresh=False):  # one writer at a time, as in a run folder
+        for label, seed, folder, p, _ in scored:
+            m = classification_metrics(table.labels, p.preds, len(classes))
+            append_rows(out_dir, INFERENCE_SUMMARY, label, [metrics_row(
+                m, p.seconds, p.tweets_per_sec, label, seed, test_set, dropped=sum(table.dropped.values()))],
+                replace_seed=seed)
+            append_rows(out_dir, PREDICTIONS, label, prediction_rows(
+                table.texts, table.labels, p.preds, p.probs, label, seed, test_set, classes), replace_seed=seed)
+            ci = bootstrap_metric_ci(table.labels, p.preds)
+            log(f"{label} on {test_set} ({m['n']} tweets): accuracy {m['accuracy']:.4f} (95% CI "
+                f"{ci['accuracy_lo']:.4f}-{ci['accuracy_hi']:.4f})  F1 {m['f1_macro']:.4f}  ({p.tweets_per_sec:.0f} tweets/s)")
+        atomic_write_json({
+            "data": str(data), "data_path": source, "test_set": test_set, "rows": len(table),
+            "dropped": dict(table.dropped), "labels": list(classes),
+            "models": {label: str(folder.resolve()) for label, _, folder, _, _ in scored},
+            "precision": {label: used for label, _, _, _, used in scored},  # per model, as each ran
+            "versions": versions(), "finished": datetime.now().isoformat(timespec="seconds"),
+        }, out_dir / EVALUATION_MANIFEST)
     log(f"{dict(table.dropped) or 'no'} rows dropped from {data}; results: {out_dir}"
         + (f"  (compare them: sendit report {out_dir})" if len(scored) > 1 else ""))
     return out_dir

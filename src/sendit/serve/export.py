@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from sendit.errors import ConfigError
-
-MANIFEST = "sendit_model.json"  # = sendit.serve.model_folder.MANIFEST, repeated to keep this module's import torch-free
+from sendit.run.folder import MODEL_MANIFEST as MANIFEST  # noqa: E402  (torch-free, as this module's import is)
 
 
 def add_tweet_normalizer(tokenizer) -> bool:
@@ -239,8 +238,8 @@ def _save_tokenizer(tokenizer, manifest: dict, folder: Path) -> dict:
 
 
 def _write_adapter(src: Path, folder: Path) -> dict:
-    from sendit.train.models import load_tokenizer, resolve
     from sendit.serve.model_folder import base_model_path
+    from sendit.train.models import load_tokenizer, resolve
 
     for f in src.iterdir():
         if f.is_file() and f.name not in (MANIFEST, "README.md"):

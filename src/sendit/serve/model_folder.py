@@ -16,19 +16,18 @@ import numpy as np
 from torch import nn
 
 from sendit.data.dataset import normalize_tweet
-from sendit.train.device import default_device, resolve_precision
-from sendit.train.batching import encode
-from sendit.train.engine import Predictions, predict
-from sendit.fileio import as_write_error
-from sendit.train.measure import size_mb
-from sendit.methods import get_method
-from sendit.serve.onnx_folder import OnnxModel, is_onnx_folder, load_onnx
 from sendit.errors import ModelError
-from sendit.train.models import load_model, load_tokenizer
+from sendit.fileio import as_write_error
+from sendit.methods import get_method
+from sendit.run.folder import MODEL_MANIFEST as MANIFEST  # noqa: E402
 from sendit.run.folder import atomic_write_text
+from sendit.serve.onnx_folder import OnnxModel, is_onnx_folder, load_onnx
+from sendit.train.batching import encode
+from sendit.train.device import default_device, resolve_precision
+from sendit.train.engine import Predictions, predict
+from sendit.train.measure import size_mb
+from sendit.train.models import load_model, load_tokenizer
 from sendit.verbosity import quiet_libraries
-
-MANIFEST = "sendit_model.json"
 
 
 def save_model_folder(model: nn.Module, tokenizer, folder: Path, method: str, base_model: str, info: dict) -> float:

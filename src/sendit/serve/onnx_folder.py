@@ -17,7 +17,8 @@ import numpy as np
 from sendit.errors import ConfigError
 
 ONNX_FILE = "model.onnx"
-MANIFEST = "sendit_model.json"  # = sendit.serve.model_folder.MANIFEST
+from sendit.run.folder import MODEL_MANIFEST as MANIFEST  # noqa: E402
+
 INSTALL = "pip install 'sendit[onnx]'"
 
 
@@ -57,8 +58,8 @@ class OnnxModel:
         return tuple(self.manifest.get("labels") or ("negative", "positive"))
 
     def encode(self, texts: list[str]):
-        from sendit.train.batching import encode
         from sendit.data.dataset import normalize_tweet
+        from sendit.train.batching import encode
 
         if self.manifest.get("normalize", True):
             texts = [normalize_tweet(t) for t in texts]

@@ -23,11 +23,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from sendit.config.schema import check_count
+from sendit.data.reading import read_chunks
+from sendit.errors import DataError
 from sendit.fileio import write_target
 from sendit.run.folder import temp_beside
 from sendit.serve.model_folder import SenditModel, load
-from sendit.data.reading import read_chunks
-from sendit.errors import DataError
 
 ADDED = ("prediction", "prob_positive")
 

@@ -19,16 +19,14 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from sendit.errors import TrainingError
+from sendit.config.schema import TrainConfig
+from sendit.errors import CheckpointError, TrainingError
 from sendit.train.batching import Encoded, collate, length_grouped_batches, shard, token_batches, train_shard
 from sendit.train.checkpoint import STATE, load_checkpoint, save_checkpoint, trainable_state
-from sendit.errors import CheckpointError
-from sendit.config.schema import TrainConfig
 from sendit.train.device import Processes, autocast, resolve_precision
 from sendit.train.measure import PeakMemory, Timer
 from sendit.train.metrics import classification_metrics
 from sendit.verbosity import bars_disabled
-
 
 # ------------------------------------------------------------------------------------------------ losses
 LossFn = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]

@@ -21,12 +21,12 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from sendit.errors import ConfigError, ModelError
-from sendit.train.device import Processes
-from sendit.train.batching import Encoded
-from sendit.train.engine import predict
 from sendit.fileio import as_write_error
-from sendit.train.models import num_layers, resolve
 from sendit.serve.model_folder import MANIFEST, SenditModel, base_model_path
+from sendit.train.batching import Encoded
+from sendit.train.device import Processes
+from sendit.train.engine import predict
+from sendit.train.models import num_layers, resolve
 
 
 # ------------------------------------------------------------------------------------------------ the loss

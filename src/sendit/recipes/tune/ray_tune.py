@@ -17,13 +17,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from sendit.errors import ConfigError
 from sendit.config.schema import from_dict
-from sendit.run.folder import atomic_write_csv
 from sendit.config.tune import TuneConfig
-from sendit.recipes.tune.trials import TRIAL_COLUMNS, TRIALS_CSV, TrialFailed, default_params, train_trial
-from sendit.run.lifecycle import Context
-
+from sendit.errors import ConfigError
+from sendit.recipes.tune.trials import TRIAL_COLUMNS, TrialFailed, default_params, train_trial
+from sendit.run.context import Context
+from sendit.run.folder import RAY, TRIALS, atomic_write_csv
 
 # The key of the extra report a trial makes when it trained to its end (its last epoch or early stopping): Ray
 # sets done=True also of a trial its scheduler stopped, so only this report tells the two apart.
@@ -47,7 +46,7 @@ def search_ray(ctx: Context, tcfg: TuneConfig, spaces: dict[str, dict], resume: 
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    path = ctx.run_dir / TRIALS_CSV
+    path = ctx.run_dir / TRIALS
     frames = [pd.read_csv(path)] if resume and path.exists() else []
     searched = set(frames[0]["method"]) if frames else set()
     cpus = max(1, (ctx.cfg.train.threads or torch.get_num_threads()) // tcfg.workers)
@@ -74,7 +73,7 @@ def search_ray(ctx: Context, tcfg: TuneConfig, spaces: dict[str, dict], resume: 
                                             points_to_evaluate=points),
                     scheduler=scheduler, num_samples=tcfg.trials, time_budget_s=tcfg.budget_seconds,
                     max_concurrent_trials=tcfg.workers),
-                run_config=tune.RunConfig(storage_path=str((ctx.run_dir / "ray").resolve()), name=name, verbose=0),
+                run_config=tune.RunConfig(storage_path=str((ctx.run_dir / RAY).resolve()), name=name, verbose=0),
             )
             frames.append(trial_rows(name, list(tuner.fit())))
             atomic_write_csv(pd.concat(frames, ignore_index=True)[TRIAL_COLUMNS], path)

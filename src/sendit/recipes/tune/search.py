@@ -16,7 +16,6 @@ import copy
 import json
 import multiprocessing
 import os
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -29,23 +28,10 @@ import pandas as pd
 import torch
 from optuna.trial import TrialState
 
-from sendit.errors import ConfigError, TrainingError
 from sendit.config.schema import RunConfig, from_dict
-from sendit.methods import get_method, method_info
-from sendit.train.models import check_model
-from sendit.run.folder import (
-    EPOCH_LOGS,
-    INFERENCE_SUMMARY,
-    PREDICTIONS,
-    RESULTS,
-    append_rows,
-    clear_run_folder,
-    read_manifest,
-    start_manifest,
-    update_manifest,
-    writing,
-)
 from sendit.config.tune import TuneConfig, tune_config
+from sendit.errors import ConfigError, TrainingError
+from sendit.methods import get_method, method_info
 from sendit.recipes.tune.trials import (
     NOT_COUNTED,
     Budget,
@@ -63,8 +49,21 @@ from sendit.recipes.tune.trials import (
     used_seconds,
     write_trials,
 )
-from sendit.run.lifecycle import Context, check_against_model, check_run_dir, load_data, run_hardware, run_sources
+from sendit.run.context import Context, check_against_model, load_data, run_hardware
+from sendit.run.folder import (
+    EPOCH_LOGS,
+    INFERENCE_SUMMARY,
+    PREDICTIONS,
+    RESULTS,
+    RUN_MANIFEST,
+    append_rows,
+    read_manifest,
+    start_manifest,
+    update_manifest,
+)
+from sendit.run.lifecycle import Job, check_run_dir, finish_run, open_run, resumed_config, run_jobs, run_sources
 from sendit.run.method import train_method
+from sendit.train.models import check_model
 
 
 def tune(cfg: RunConfig, tcfg: TuneConfig, resume: bool = False, overwrite: bool = False, report: bool = True,
@@ -93,9 +92,7 @@ def tune(cfg: RunConfig, tcfg: TuneConfig, resume: bool = False, overwrite: bool
     check_model(cfg.model.model)
     check_against_model(cfg)
     splits = load_data(cfg)
-    with writing(run_dir):
-        if not resume:
-            clear_run_folder(run_dir)  # a folder check_run_dir allowed: empty, or a sendit run with --overwrite
+    with open_run(run_dir, fresh=not resume):
         return _tune(cfg, tcfg, spaces, run_dir, splits, resume, report, log)
 
 
@@ -103,7 +100,6 @@ def _tune(cfg: RunConfig, tcfg: TuneConfig, spaces: dict, run_dir: Path, splits,
           log: Callable[[str], None]) -> Path:
     t0 = time.perf_counter()
     ctx = Context.build(cfg, run_dir, log, splits)
-    manifest = read_manifest(run_dir)
     start_manifest(run_dir, cfg.to_dict(), cfg.seed_list(), run_hardware(ctx), ctx.splits.summary(),
                    config_file={**cfg.to_dict(), "tune": asdict(tcfg)}, tune=asdict(tcfg), methods=cfg.method.methods,
                    method_info=method_info(cfg.method.methods))
@@ -119,13 +115,8 @@ def _tune(cfg: RunConfig, tcfg: TuneConfig, spaces: dict, run_dir: Path, splits,
     tuned = best_configurations(cfg, tcfg, trials, log)
     update_manifest(run_dir, tuned=tuned, search_finished=datetime.now().isoformat(timespec="seconds"))
     confirm(ctx, tcfg, tuned, spaces, log)
-    wall = time.perf_counter() - t0 + manifest.get("wall_time_sec", 0.0)
-    update_manifest(run_dir, finished=datetime.now().isoformat(timespec="seconds"), wall_time_sec=wall)
     ctx.accelerator.end_trackers()
-    if report:
-        from sendit.report import build_report
-
-        log(f"report: {Path(build_report([run_dir], log=log)) / 'index.html'}")
+    wall = finish_run(run_dir, t0, log, report)
     log(f"results: {run_dir.resolve()}  ({wall:.0f} s)")
     return run_dir
 
@@ -253,32 +244,26 @@ def confirm(ctx: Context, tcfg: TuneConfig, tuned: dict, spaces: dict, log: Call
     training split; test on the held-out split and the hand-labelled file; the CSV files of `sendit run`. Trained
     as the trials were (head-only on features when they were); a default arm whose configuration is the tuned one
     reuses the tuned runs instead of retraining them."""
-    status = read_manifest(ctx.run_dir).get("status", {})
-    jobs = [(name, name, apply_params(ctx.cfg, name, t["params"])) for name, t in tuned.items()]
+    arms = [(name, name, apply_params(ctx.cfg, name, t["params"])) for name, t in tuned.items()]
     if tcfg.defaults:
-        jobs += [(name, f"{name}-default", ctx.cfg) for name in tuned]
+        arms += [(name, f"{name}-default", ctx.cfg) for name in tuned]
     features: dict | None = {} if tcfg.head_features else None
-    for seed in ctx.cfg.seed_list():
-        for name, label, cfg in jobs:
-            key = f"{label}/seed{seed}"
-            if status.get(key) == "done":
-                log(f"{key}: already done, skipped")
-                continue
-            same = label != name and tuned[name]["params"] == default_params(ctx.cfg, name, spaces[name])
-            extra = {"tuned_trial": tuned[name]["trial"] if label == name else None, "load_avg_1m_before":
-                     os.getloadavg()[0], "torch_threads": torch.get_num_threads()}
-            try:
-                if same and status.get(f"{name}/seed{seed}") == "done":
-                    reuse_runs(ctx.run_dir, name, label, seed)
-                    log(f"{key}: the tuned configuration is the default one: {name}/seed{seed} reused, not retrained")
-                else:
-                    train_method(_with_config(ctx, cfg), name, seed, label=label, extra_results=extra,
-                                 features=features)
-                status[key] = "done"
-            except TrainingError as e:
-                status[key] = f"failed: {e}"
-                log(f"{key} FAILED: {e}\nThe other methods go on.")
-            update_manifest(ctx.run_dir, status=status)
+
+    def confirm_one(name: str, label: str, cfg: RunConfig, seed: int) -> None:
+        same = label != name and tuned[name]["params"] == default_params(ctx.cfg, name, spaces[name])
+        done = read_manifest(ctx.run_dir).get("status", {})  # run_jobs records each job as it finishes
+        if same and done.get(f"{name}/seed{seed}") == "done":  # the tuned arm of this seed ran before this one
+            reuse_runs(ctx.run_dir, name, label, seed)
+            log(f"{label}/seed{seed}: the tuned configuration is the default one: {name}/seed{seed} reused, not "
+                f"retrained")
+            return
+        extra = {"tuned_trial": tuned[name]["trial"] if label == name else None, "load_avg_1m_before":
+                 os.getloadavg()[0], "torch_threads": torch.get_num_threads()}
+        train_method(_with_config(ctx, cfg), name, seed, label=label, extra_results=extra, features=features)
+
+    jobs = [Job(f"{label}/seed{seed}", lambda a=(name, label, cfg, seed): confirm_one(*a))
+            for seed in ctx.cfg.seed_list() for name, label, cfg in arms]
+    run_jobs(ctx.run_dir, jobs, log)
 
 
 def reuse_runs(run_dir: Path, name: str, label: str, seed: int) -> None:
@@ -300,9 +285,9 @@ def _resumed(run_dir: Path) -> tuple[RunConfig, TuneConfig]:
     """On --resume the sweep's own settings win: it must finish as it started."""
     m = read_manifest(run_dir)
     if "tune" not in m or "config" not in m:
-        raise ConfigError(f"--resume {run_dir}: its run.json holds no tune settings, so it is not a sweep folder; "
-                          f"continue a `sendit run` folder with sendit run --resume.")
-    return from_dict({**m["config"], "out": str(run_dir)}, source=f"{run_dir}/run.json"), tune_config(m["tune"])
+        raise ConfigError(f"--resume {run_dir}: its {RUN_MANIFEST} holds no tune settings, so it is not a sweep "
+                          f"folder; continue a `sendit run` folder with sendit run --resume.")
+    return resumed_config(run_dir), tune_config(m["tune"])
 
 
 # ------------------------------------------------------------------------------------------------ workers
@@ -340,18 +325,12 @@ def _worker(run_dir: str, cfg_dict: dict, tcfg_dict: dict, worker: int, threads:
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def tune_command(args, overrides: dict) -> Path:
-    """`sendit tune`: settings from --config < flags, or the sweep's own on --resume; returns the sweep folder."""
+def tune_settings(config: str | None, overrides: dict, tune_flags: dict, resume: str | None
+                  ) -> tuple[RunConfig, TuneConfig]:
+    """`sendit tune`'s settings: --config < flags, or the sweep's own on --resume (which ignores the others)."""
     from sendit.config.schema import resolve_config_path
-    from sendit.config.tune import load_tune_config, tune_overrides
+    from sendit.config.tune import load_tune_config
 
-    if args.resume:
-        cfg, tcfg = _resumed(Path(args.resume))
-        ignored = [f"--{k.replace('_', '-')}" for k in [*overrides, *tune_overrides(args)] if k != "out"]
-        if ignored or args.config:
-            print(f"sendit tune: note: --resume finishes the sweep with the settings it started with; ignoring "
-                  f"{', '.join(ignored + (['--config'] if args.config else []))}.", file=sys.stderr)
-    else:
-        path = resolve_config_path(args.config) if args.config else None
-        cfg, tcfg = load_tune_config(path, overrides, tune_overrides(args))
-    return tune(cfg, tcfg, resume=bool(args.resume), overwrite=args.overwrite, report=not args.no_report)
+    if resume:
+        return _resumed(Path(resume))
+    return load_tune_config(resolve_config_path(config) if config else None, overrides, tune_flags)

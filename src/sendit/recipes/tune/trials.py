@@ -21,18 +21,16 @@ import pandas as pd
 import torch
 from optuna.trial import TrialState
 
-from sendit.errors import ConfigError, TrainingError
 from sendit.config.schema import RunConfig, TrainConfig, from_dict, method_config
+from sendit.errors import ConfigError, TrainingError
+from sendit.methods import get_method, learning_rate
+from sendit.run.folder import STUDY_JOURNAL, TRIALS, atomic_write_csv
 from sendit.train.device import resolve_precision
 from sendit.train.engine import fit, training_loss
 from sendit.train.features import feature_model
 from sendit.train.measure import PeakMemory, count_parameters, resident_mb
-from sendit.methods import get_method, learning_rate
 from sendit.train.models import load_model
-from sendit.run.folder import atomic_write_csv
 
-TRIALS_CSV = "trials.csv"
-JOURNAL = "study.journal"
 TRIAL_COLUMNS = [
     "method", "trial", "state", "objective", "best_val_accuracy", "best_val_f1", "best_epoch", "epochs_run",
     "val_accuracy_by_epoch", "val_f1_by_epoch", "lr", "params", "trainable_params", "time_sec", "peak_memory_mb",
@@ -265,7 +263,7 @@ def open_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    return JournalStorage(JournalFileBackend(str(Path(run_dir) / JOURNAL)))
+    return JournalStorage(JournalFileBackend(str(Path(run_dir) / STUDY_JOURNAL)))
 
 
 def mark_interrupted(study: optuna.Study) -> int:
@@ -302,6 +300,6 @@ def trials_frame(studies: dict[str, optuna.Study]) -> pd.DataFrame:
 
 
 def write_trials(run_dir: Path, studies: dict[str, optuna.Study]) -> Path:
-    path = Path(run_dir) / TRIALS_CSV
+    path = Path(run_dir) / TRIALS
     atomic_write_csv(trials_frame(studies), path)
     return path
