@@ -281,7 +281,11 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, precision: 
     from sendit.model_folder import load
 
     sock = bind(host, port)
-    model = load(model_dir, precision=precision)
+    try:
+        model = load(model_dir, precision=precision)
+    except BaseException:
+        sock.close()
+        raise
     config = uvicorn.Config(build_app(model, limits), log_level=log_level, timeout_graceful_shutdown=None)
     server = _server_class()(config)
     where = sock.getsockname()
