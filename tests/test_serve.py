@@ -4,7 +4,6 @@ SIGTERM lets the request in flight finish and exits 0, and setup mistakes end wi
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
