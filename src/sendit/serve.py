@@ -56,7 +56,7 @@ class BadRequest(Exception):
 def require_serve() -> None:
     missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
     if missing:
-        raise ConfigError(f"sendit serve needs {' and '.join(missing)}, which is not installed; install the serve "
+        raise ConfigError(f"sendit serve needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed; install the serve "
                           f"extra with {INSTALL} and run the command again.")
 
 
