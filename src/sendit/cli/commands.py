@@ -91,6 +91,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return predict_command(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sendit.serve.server import Limits, serve
+    from sendit.verbosity import VERBOSE
+
+    limits = Limits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
+                    max_body_bytes=args.max_body_bytes, max_text_chars=args.max_text_chars)
+    return serve(args.model_dir, args.host, args.port, args.precision, limits,
+                 log_level="info" if args.verbosity >= VERBOSE else "warning")
+
+
 def cmd_distill(args: argparse.Namespace) -> int:
     from sendit.config.distill import DistillConfig
     from sendit.recipes.distill import distill, distill_settings

@@ -6,8 +6,8 @@ import argparse
 import dataclasses
 
 from sendit.cli.commands import (
-    READING_FIELDS, cmd_data, cmd_distill, cmd_evaluate, cmd_methods, cmd_predict, cmd_report, cmd_run, cmd_train,
-    cmd_tune,
+    READING_FIELDS, cmd_data, cmd_distill, cmd_evaluate, cmd_methods, cmd_predict, cmd_report, cmd_run, cmd_serve,
+    cmd_train, cmd_tune,
 )
 from sendit.config.flags import add_config_flags, add_field_flags
 from sendit.config.distill import DistillConfig
@@ -92,7 +92,7 @@ def _add_training_commands(sub) -> None:
 
 
 def _add_model_commands(sub) -> None:
-    """evaluate, predict, export: the commands that use a saved model folder."""
+    """evaluate, predict, serve, export: the commands that use a saved model folder."""
     p = sub.add_parser("evaluate", help="evaluate saved model folders on any labelled file (then: sendit report OUT)",
                        description="Score one or several model folders on the same rows of a labelled file and "
                        "write a run's test-set CSVs into --out; `sendit report OUT` then compares them with "
@@ -126,6 +126,27 @@ def _add_model_commands(sub) -> None:
                    "than the header: 'error' (stop at the first) or 'skip' (leave out, count) (default: error)")
     _add_precision_flag(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="serve a model folder over HTTP: POST /predict, GET /health, GET /model",
+                       description="An HTTP service (FastAPI + uvicorn; pip install 'sendit[serve]') that answers "
+                       "POST /predict {\"texts\": [...]} with sendit predict's fields and numbers; concurrent "
+                       "requests are predicted together. SIGTERM or Ctrl-C stops it after answering every request "
+                       "in flight. See docs/use-the-winner.md.")
+    p.add_argument("model_dir", help="a model folder written by a run (RUN_DIR/<method>) or by sendit export")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; default: "
+                   "127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port; default: 8000)")
+    _add_precision_flag(p)
+    p.add_argument("--max-batch", type=int, default=64, metavar="N", help="most texts predicted in one model call "
+                   "(default: 64)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS", help="how long a request waits for "
+                   "others to share its model call (default: 5; 0: only requests already queued)")
+    p.add_argument("--max-texts", type=int, default=256, metavar="N", help="most texts per request (default: 256)")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, metavar="N", help="largest request body "
+                   "(default: 1000000)")
+    p.add_argument("--max-text-chars", type=int, default=5_000, metavar="N", help="longest text, in characters "
+                   "(default: 5000)")
+    p.set_defaults(func=cmd_serve)
 
     from sendit.serve.export import export_command  # torch-free import; torch loads when the command runs
 
