@@ -79,6 +79,12 @@ class BenchConfig:
     accuracy_train: int = _f(2000, "training tweets of the accuracy check")
     accuracy_val: int = _f(500, "validation tweets of the accuracy check")
     accuracy_epochs: int = _f(1, "epochs of the accuracy check")
+    inference: str | None = _f(None, "a model folder (RUN_DIR/<method>): time its inference engines instead (torch "
+                                     "fp32 and bf16, ONNX Runtime fp32 and int8, pipeline; bench_inference.py)")
+    data: str = _f("embedded", "--inference: the tweets, 'embedded' or a file as in `sendit run --data`")
+    inference_tweets: int = _f(2000, "--inference: tweets per timed pass (repeated when the data holds fewer)")
+    bf16: str = _f("auto", "--inference: torch bf16 'auto' (where precision auto picks bf16), 'on' or 'off'")
+    bf16_tweets: int = _f(64, "--inference --bf16 on, on a host without bf16 units: the tweets it times")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -119,7 +125,8 @@ def validate(cfg: BenchConfig) -> BenchConfig:
         None if cfg.threads is None else v.at_least("--threads", cfg.threads, 1, v.MAX_THREADS),
         None if cfg.lr is None else v.in_range("--lr", cfg.lr, "> 0"),
         v.at_least("--accuracy-train", cfg.accuracy_train, 1), v.at_least("--accuracy-val", cfg.accuracy_val, 1),
-        v.at_least("--accuracy-epochs", cfg.accuracy_epochs, 1),
+        v.at_least("--accuracy-epochs", cfg.accuracy_epochs, 1), v.choice("--bf16", cfg.bf16, ("auto", "on", "off")),
+        v.at_least("--inference-tweets", cfg.inference_tweets, 1), v.at_least("--bf16-tweets", cfg.bf16_tweets, 1),
         None if cfg.methods else "--methods is empty: name at least one method, e.g. --methods lora,bitfit",
     ]
     for problem in problems:
@@ -183,6 +190,10 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         cfg: the benchmark settings (see `BenchConfig`, also the `sendit bench` flags).
         log: where progress lines go.
     """
+    if cfg.inference:
+        from sendit.bench.inference import run_inference_bench
+
+        return run_inference_bench(cfg, log)
     import torch
     import transformers
 

@@ -109,7 +109,7 @@ def export(model_dir: str | Path, out: str | Path, merge: bool = True, overwrite
             manifest = _write_merged(model, src, tmp)
         manifest["sendit"] = mark("export")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        (tmp / "README.md").write_text(_model_card(manifest))
+        (tmp / "README.md").write_text(_model_card(manifest, src))
         shareable(tmp, folder=True)
         for f in tmp.iterdir():
             shareable(f)
@@ -258,8 +258,12 @@ def _write_adapter(src: Path, folder: Path) -> dict:
     return {**manifest, "trained_method": manifest["method"], "merged": False, "exported_from": str(src.resolve())}
 
 
-def _model_card(manifest: dict) -> str:
+def _model_card(manifest: dict, src: Path | None = None) -> str:
+    """README.md: the hub's metadata (sendit.serve.model_card), how to load the folder, training facts and test results."""
+    from sendit.serve.model_card import card_header, facts_prose, run_facts
+
     classes = manifest.get("labels") or ["negative", "positive"]
+    facts = run_facts(src, manifest) if src is not None else {}
     if manifest.get("format") == "onnx":
         parity = manifest["parity"]
         kind = (f"model.onnx ({manifest['quantize'] or 'fp32'}) for ONNX Runtime, with the adapter, if any, merged "
@@ -303,4 +307,4 @@ def _model_card(manifest: dict) -> str:
             "clf([normalize_tweet(t) for t in tweets], truncation=True)" if manifest["merged"] and "format" not in manifest else "",
             "```",
         ]
-    return "\n".join(lines) + "\n"
+    return card_header(manifest, facts) + "\n".join(lines + ["", *facts_prose(manifest, facts, classes)]) + "\n"
