@@ -44,7 +44,7 @@ def host_bf16() -> bool:
     """Whether sendit's `precision: auto` picks bf16 on this host's CPU (AMX, or SENDIT_PRECISION=bf16)."""
     import torch
 
-    from sendit import device
+    from sendit.train import device
 
     return device.resolve_precision("auto", torch.device("cpu")) == "bf16"
 
@@ -61,7 +61,7 @@ def bf16_decision(cfg: BenchConfig) -> str | None:
 
 def onnx_missing() -> str | None:
     """Why the ONNX engines cannot run here, or None."""
-    from sendit import onnx_folder
+    from sendit.serve import onnx_folder
     from sendit.errors import ConfigError
 
     try:
