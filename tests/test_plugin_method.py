@@ -173,15 +173,19 @@ def installed_plugin(folder: Path, source: str, dist: str = "sendit-toy") -> Pat
 
 
 def sendit_cli(*args: str, path: list[Path]) -> subprocess.CompletedProcess:
-    """`python -m sendit.cli ARGS` in a fresh process that sees only `path` (and sendit)."""
+    """`python -m sendit.cli ARGS` (or `python -c CODE`) in a fresh process that sees only `path` (and sendit)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SENDIT_PRECISION": "fp32",
            "PYTHONPATH": os.pathsep.join(str(p) for p in [*path, SRC])}
-    return subprocess.run([sys.executable, "-m", "sendit.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    command = list(args) if args[0] == "-c" else ["-m", "sendit.cli", *args]
+    return subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_a_method_from_an_installed_package_trains_and_its_model_folder_loads_in_predict(tiny_opt, tmp_path):
     plugin, run = installed_plugin(tmp_path / "site", PLUGIN), tmp_path / "run"
+    # imported on the registry's first read, not by importing sendit.methods (nor a method file)
+    lazy = sendit_cli("-c", "import sys; from sendit.methods import METHODS, lora; before = 'sendit_toy' in sys.modules; "
+                            "print(before, 'ffn-lora' in METHODS, 'sendit_toy' in sys.modules)", path=[plugin])
+    assert lazy.stdout.split() == ["False", "True", "True"], lazy.stderr
     listed = sendit_cli("methods", path=[plugin])
     assert listed.returncode == 0 and "ffn-lora" in listed.stdout and "feed-forward layers only" in listed.stdout
 
