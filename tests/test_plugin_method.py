@@ -1,17 +1,24 @@
 """Adding a PEFT method is one file plus one registry line: a LoRA variant defined and registered here, and nowhere
 else, with a setting of its own (a flag and a config key), runs, saves, reloads, exports (merged and as an adapter)
-and is reported with no other change."""
+and is reported with no other change. A method from another package arrives through the `sendit.methods` entry
+point: the command line trains it and `sendit predict` loads its model folders, in fresh processes."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from helpers import tiny_run_args
 
+import sendit
 from sendit.cli import main
 from sendit.errors import ConfigError
 from sendit.config.schema import _f, field_index
@@ -127,3 +134,92 @@ def test_a_setting_that_another_setting_already_names_is_refused():
             METHODS.pop(method.name)
     assert "target_modules" in field_index()
 
+
+
+# A package's whole method file: LoRA on the feed-forward layers only, on the shared peft adapter base.
+PLUGIN = '''"""LoRA on the feed-forward layers only (a method from another package)."""
+from sendit.methods import register
+from sendit.methods.adapter import PeftAdapter
+
+
+class FeedForwardLora(PeftAdapter):
+    name = "ffn-lora"
+    default_lr = 1e-2
+    display_name = "LoRA (feed-forward)"
+    cost_rank = 3.5
+    search_space = {"lr": {"low": 1e-3, "high": 3e-2, "log": True}}
+
+    def peft_config(self, model, cfg):
+        from peft import LoraConfig, TaskType
+
+        return LoraConfig(task_type=TaskType.SEQ_CLS, r=2, lora_alpha=4, target_modules=["fc1", "fc2"])
+
+
+register(FeedForwardLora())
+'''
+SRC = Path(sendit.__file__).parents[1]
+
+
+def installed_plugin(folder: Path, source: str, dist: str = "sendit-toy") -> Path:
+    """What `pip install` of a package with `[project.entry-points."sendit.methods"] ffn-lora = "sendit_toy"` leaves
+    on sys.path: the module and a dist-info folder, which importlib.metadata reads like any installed package."""
+    folder.mkdir()
+    (folder / "sendit_toy.py").write_text(source)
+    info = folder / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[sendit.methods]\nffn-lora = sendit_toy\n")
+    return folder
+
+
+def sendit_cli(*args: str, path: list[Path]) -> subprocess.CompletedProcess:
+    """`python -m sendit.cli ARGS` (or `python -c CODE`) in a fresh process that sees only `path` (and sendit)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SENDIT_PRECISION": "fp32",
+           "PYTHONPATH": os.pathsep.join(str(p) for p in [*path, SRC])}
+    command = list(args) if args[0] == "-c" else ["-m", "sendit.cli", *args]
+    return subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_method_from_an_installed_package_trains_and_its_model_folder_loads_in_predict(tiny_opt, tmp_path):
+    plugin, run = installed_plugin(tmp_path / "site", PLUGIN), tmp_path / "run"
+    # imported on the registry's first read, not by importing sendit.methods (nor a method file)
+    lazy = sendit_cli("-c", "import sys; from sendit.methods import METHODS, lora; before = 'sendit_toy' in sys.modules; "
+                            "print(before, 'ffn-lora' in METHODS, 'sendit_toy' in sys.modules)", path=[plugin])
+    assert lazy.stdout.split() == ["False", "True", "True"], lazy.stderr
+    listed = sendit_cli("methods", path=[plugin])
+    assert listed.returncode == 0 and "ffn-lora" in listed.stdout and "feed-forward layers only" in listed.stdout
+
+    trained = sendit_cli(*tiny_run_args(tiny_opt, run, "ffn-lora"), path=[plugin])
+    assert trained.returncode == 0, trained.stderr
+    adapter = json.loads((run / "ffn-lora" / "adapter_config.json").read_text())  # the plugin's own peft config
+    assert {m.rsplit(".", 1)[-1] for m in adapter["target_modules"]} == {"fc1", "fc2"} and adapter["r"] == 2
+    manifest = json.loads((run / "ffn-lora" / "sendit_model.json").read_text())
+    assert manifest["method_package"] == {"name": "sendit-toy", "version": "0.1"}
+
+    # a fresh process finds the method through the entry point and predicts what the run predicted
+    expected = pd.read_csv(run / "ffn-lora_inference_predictions.csv").head(3)
+    predicted = sendit_cli("predict", str(run / "ffn-lora"), *expected["text"], path=[plugin])
+    assert predicted.returncode == 0, predicted.stderr
+    got = pd.read_csv(io.StringIO(predicted.stdout))
+    assert list(got["text"]) == list(expected["text"])
+    np.testing.assert_allclose(got["prob_positive"], expected["prob_positive"], atol=2e-6)
+    assert got["prob_positive"].nunique() > 1  # a model that learned something, not a constant
+
+    # without the package: what to install, in one paragraph
+    missing = sendit_cli("predict", str(run / "ffn-lora"), "so happy", path=[])
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "method 'ffn-lora', which is not installed" in missing.stderr
+    assert "pip install 'sendit-toy==0.1'" in missing.stderr and "sendit.methods" in missing.stderr
+
+
+def test_a_plugin_that_fails_to_import_fails_only_its_own_method(tiny_opt, tmp_path):
+    plugin = installed_plugin(tmp_path / "site", "import fancy_peft_that_is_not_installed\n", dist="sendit-broken")
+    listed = sendit_cli("methods", path=[plugin])  # other commands and methods still work, with a warning
+    assert listed.returncode == 0 and "lora" in listed.stdout and "ffn-lora" not in listed.stdout
+    assert "warning: the method plugin 'ffn-lora' of the package 'sendit-broken'" in listed.stderr
+    assert "ModuleNotFoundError" in listed.stderr and "Traceback" not in listed.stderr
+
+    asked = sendit_cli(*tiny_run_args(tiny_opt, tmp_path / "run", "ffn-lora"), path=[plugin])
+    assert asked.returncode == 2 and "Traceback" not in asked.stderr
+    assert "error: the method plugin 'ffn-lora' of the package 'sendit-broken'" in asked.stderr
+    assert "fancy_peft_that_is_not_installed" in asked.stderr and not (tmp_path / "run").exists()

@@ -1,5 +1,6 @@
 """The method registry. A method differs from another only in which parameters train and how they are saved;
-all of them plug into the one training loop in `sendit.train.engine`.
+all of them plug into the one training loop in `sendit.train.engine`. sendit's own methods register themselves
+below; other packages' methods arrive through the `sendit.methods` entry point (plugins.py, docs/methods.md).
 
 Method files import torch, transformers and peft inside their functions, so that the registry and the methods'
 settings (which the config reads to know its flags) load without them: the command line and `sendit report`
@@ -52,11 +53,53 @@ class Method(Protocol):
         """A plain transformers model with the method folded in (export, fast inference)."""
 
 
-METHODS: dict[str, Method] = {}
+class Registry(dict):
+    """name -> Method. The first read also registers the methods of installed packages (their `sendit.methods`
+    entry points, methods/plugins.py), so that every reader (get_method, the config's flags, `sendit methods`) sees
+    them; registering does not read, so sendit's own method files register without importing any plugin."""
+
+    def _all(self) -> Registry:
+        from sendit.methods.plugins import load_plugins
+
+        load_plugins()
+        return self
+
+    def __getitem__(self, name: str) -> Method:
+        return dict.__getitem__(self._all(), name)
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self._all(), name)
+
+    def __iter__(self):
+        return dict.__iter__(self._all())
+
+    def __len__(self) -> int:
+        return dict.__len__(self._all())
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return dict.get(self._all(), name, default)
+
+    def keys(self):
+        return dict.keys(self._all())
+
+    def values(self):
+        return dict.values(self._all())
+
+    def items(self):
+        return dict.items(self._all())
+
+
+METHODS: Registry = Registry()
 
 
 def register(method: Method) -> Method:
-    METHODS[method.name] = method
+    """Add a method (sendit's own files and plugins alike); a name is taken once, so that a plugin cannot replace a
+    method silently."""
+    taken = dict.get(METHODS, method.name)
+    if taken is not None and taken is not method:
+        raise ConfigError(f"a method named '{method.name}' is already registered ({type(taken).__module__}."
+                          f"{type(taken).__name__}); give {type(method).__name__} another name.")
+    dict.__setitem__(METHODS, method.name, method)
     return method
 
 
@@ -73,10 +116,17 @@ def method_info(names: list[str]) -> dict[str, dict]:
 
 
 def get_method(name: str) -> Method:
+    from sendit.methods.plugins import FAILED, GROUP
+
     if name not in METHODS:
+        if name in FAILED:
+            raise ConfigError(FAILED[name])
         close = difflib.get_close_matches(name, list(METHODS), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown method '{name}'.{hint} Available: {', '.join(METHODS)}.")
+        hint = (f" Did you mean '{close[0]}'?" if close else
+                f" A method from another package is available once that package is installed (it registers its "
+                f"methods through the '{GROUP}' entry point; docs/methods.md).")
+        broken = f" Method plugins that failed to import: {', '.join(FAILED)}." if FAILED else ""
+        raise ConfigError(f"unknown method '{name}'.{hint} Available: {', '.join(METHODS)}.{broken}")
     return METHODS[name]
 
 

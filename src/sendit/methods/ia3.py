@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from sendit.config import validation
 from sendit.config.schema import _f
 from sendit.errors import ConfigError
 from sendit.methods import TARGET_MODULES_HELP, register
+from sendit.methods.adapter import PeftAdapter
 
 TARGETS = {
     "bert": (["key", "value", "output.dense"], ["output.dense"]),
@@ -28,10 +28,9 @@ class IA3Settings:
             raise ConfigError(problem)
 
 
-class IA3:
+class IA3(PeftAdapter):
     name = "ia3"
     default_lr = 5e-3
-    is_adapter = True  # a peft adapter on top of the base model; `sendit export --no-merge` keeps it so
     display_name = "IA³"  # in reports
     cost_rank = 2  # report order: cheapest first
     search_space = {
@@ -43,28 +42,15 @@ class IA3:
     def check_model(self, cfg, model_config, model: str, module_names: list[str] | None) -> str | None:
         return validation.target_modules(cfg.target_modules, module_names, model)
 
-    def prepare(self, model, cfg):
-        from peft import IA3Config, TaskType, get_peft_model
+    def peft_config(self, model, cfg):
+        from peft import IA3Config, TaskType
 
         from sendit.train.models import model_type
 
         targets, feedforward = TARGETS.get(model_type(model), (None, None))
         if cfg.target_modules:
             targets, feedforward = cfg.target_modules, [m for m in cfg.target_modules if m in (feedforward or [])]
-        config = IA3Config(task_type=TaskType.SEQ_CLS, target_modules=targets, feedforward_modules=feedforward)
-        return get_peft_model(model, config)
-
-    def save(self, model, folder: Path) -> list[Path]:
-        model.save_pretrained(folder, safe_serialization=True)
-        return sorted(Path(folder).glob("adapter_model*.safetensors"))
-
-    def load(self, folder, base):
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(base(), folder)
-
-    def merge(self, model):
-        return model.merge_and_unload()
+        return IA3Config(task_type=TaskType.SEQ_CLS, target_modules=targets, feedforward_modules=feedforward)
 
 
 register(IA3())

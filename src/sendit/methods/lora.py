@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sendit.config import validation
 from sendit.config.schema import _f
 from sendit.errors import ConfigError
 from sendit.methods import TARGET_MODULES_HELP, register
+from sendit.methods.adapter import PeftAdapter
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -52,10 +52,9 @@ class LoraSettings:
                 raise ConfigError(problem)
 
 
-class Lora:
+class Lora(PeftAdapter):
     name = "lora"
     default_lr = 2e-3
-    is_adapter = True  # a peft adapter on top of the base model; `sendit export --no-merge` keeps it so
     display_name = "LoRA"  # in reports
     cost_rank = 3  # report order: cheapest first
     use_dora = False
@@ -86,23 +85,6 @@ class Lora:
             target_modules="all-linear" if targets == ["all-linear"] else targets,  # peft wants the bare string
             use_dora=self.use_dora,
         )
-
-    def prepare(self, model, cfg):
-        from peft import get_peft_model
-
-        return get_peft_model(model, self.peft_config(model, cfg))
-
-    def save(self, model, folder: Path) -> list[Path]:
-        model.save_pretrained(folder, safe_serialization=True)
-        return sorted(Path(folder).glob("adapter_model*.safetensors"))
-
-    def load(self, folder, base):
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(base(), folder)
-
-    def merge(self, model):
-        return model.merge_and_unload()
 
 
 class Dora(Lora):

@@ -18,7 +18,7 @@ from torch import nn
 from sendit.data.dataset import normalize_tweet
 from sendit.errors import ModelError
 from sendit.fileio import as_write_error
-from sendit.methods import get_method
+from sendit.methods import Method, get_method
 from sendit.run.folder import MODEL_MANIFEST as MANIFEST  # noqa: E402
 from sendit.run.folder import atomic_write_text
 from sendit.serve.onnx_folder import OnnxModel, is_onnx_folder, load_onnx
@@ -41,7 +41,7 @@ def save_model_folder(model: nn.Module, tokenizer, folder: Path, method: str, ba
         with quiet_libraries():  # transformers' "Writing model shards" bar
             weights = get_method(method).save(model, folder)
         tokenizer.save_pretrained(folder)
-        manifest = {"method": method, "base_model": base_model, **info}
+        manifest = {"method": method, "base_model": base_model, **method_package(method), **info}
         atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
     except Exception as e:
         if new:
@@ -128,7 +128,7 @@ def load(folder: str | Path, merge: bool = True, precision: str = "auto",
         raise ModelError(f"{manifest_path} is damaged ({type(e).__name__}: {e}); it must be the JSON written by "
                          f"sendit run, with 'method' and 'base_model'. Re-train or re-export the model.") from None
     tokenizer = load_tokenizer(str(folder))
-    method = get_method(manifest["method"])
+    method = method_of(folder, manifest["method"], manifest.get("method_package"))
     base = base_model_path(folder, manifest)
     with quiet_libraries():  # peft's FutureWarnings about transformers internals
         classes = manifest.get("labels")
@@ -141,6 +141,33 @@ def load(folder: str | Path, merge: bool = True, precision: str = "auto",
     for p in model.parameters():
         p.requires_grad_(False)
     return SenditModel(model, tokenizer, manifest, resolve_precision(precision, device))
+
+
+def method_package(method: str) -> dict:
+    """The manifest's record of the package that provided a method from another package (none for sendit's own),
+    so that a machine without it can say what to install."""
+    from sendit.methods.plugins import ORIGINS
+
+    return {"method_package": ORIGINS[method]} if method in ORIGINS else {}
+
+
+def method_of(folder: Path, name: str, package: dict | None) -> Method:
+    """The method that trained a model folder; another package's method is found through its entry point."""
+    from sendit.methods import METHODS
+    from sendit.methods.plugins import FAILED, GROUP
+
+    if name in METHODS:
+        return METHODS[name]
+    if name in FAILED:
+        raise ModelError(f"{folder} was trained with the method '{name}', but {FAILED[name]}")
+    package = package if isinstance(package, dict) else {}  # folders of sendit's own methods have none
+    dist, version = package.get("name"), package.get("version")
+    install = (f"install the package that provides it (pip install '{dist}=={version}')" if dist and version else
+               f"install the package that provides it (pip install {dist})" if dist else
+               "install the package that provides it")
+    raise ModelError(f"{folder} was trained with the method '{name}', which is not installed here. To load it, "
+                     f"{install}: such a package registers its methods through the '{GROUP}' entry point "
+                     f"(docs/methods.md). Installed methods: {', '.join(METHODS)}.")
 
 
 def base_model_path(folder: str | Path, manifest: dict) -> str:
