@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sendit.config.schema import DataConfig
-from sendit.data.reading import read_sentiment140, read_table, read_texts
+from sendit.data.formats.csv import read_sentiment140
+from sendit.data.reading import read_chunks, read_table
 from sendit.errors import DataError
 
 # SENDIT_FUZZ_EXAMPLES=2000 for a deeper search (about a minute); the default keeps the suite fast.
@@ -72,14 +73,16 @@ def test_read_sentiment140_raises_only_data_errors(work, content, cfg):
 
 
 @SETTINGS
-@given(content=CSV_BYTES, suffix=st.sampled_from([".csv", ".jsonl"]))
-def test_read_texts_raises_only_data_errors(work, content, suffix):
-    path = _file(work, "fuzz-texts" + suffix, content)
+@given(content=CSV_BYTES, suffix=st.sampled_from([".csv", ".csv.gz", ".jsonl", ".parquet"]),
+       bad_rows=st.sampled_from(["error", "skip"]))
+def test_streamed_reading_raises_only_data_errors(work, content, suffix, bad_rows):
+    """What `sendit predict --input` reads, chunk by chunk, in every format."""
+    path = _file(work, "fuzz-stream" + suffix, content)
     try:
-        texts = read_texts(path)
+        chunks = list(read_chunks(str(path), chunk_size=3, bad_rows=bad_rows))
     except DataError:
         return
-    assert all(isinstance(t, str) for t in texts)
+    assert chunks and all(isinstance(t, str) for chunk in chunks for t in chunk["text"])
 
 
 def test_fuzzer_reaches_both_outcomes(work):

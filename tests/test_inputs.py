@@ -159,6 +159,7 @@ def test_devices_are_refused(capsys):
     child = isolated("""
 from sendit.config.schema import read_config_file
 from sendit.data.reading import read_table, read_test_file
+from sendit.errors import ConfigError, DataError
 for device in ("/dev/zero", "/dev/urandom"):
     for read in (read_table, read_test_file, read_config_file):
         try:

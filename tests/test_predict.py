@@ -212,3 +212,47 @@ def test_200k_rows_stream_in_bounded_memory_and_keep_order(which, model_dir, tmp
     assert df["prediction"].isin([0, 1]).all() and len(df) == n
     if which == "fake":
         np.testing.assert_allclose(df["prob_positive"], [len(tweets[j]) % 100 / 100 for j in pick], atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".jsonl.gz"])
+def test_jsonl_and_parquet_stream_like_csv(model, model_dir, tmp_path, tweets, suffix, capsys):
+    """The same rows as JSON lines or Parquet, read in chunks that do not divide them, give the CSV's columns and
+    predictions; a null text is the empty text and a number its spelling, as a CSV cell would hold them."""
+    frame = pd.DataFrame({"id": range(23), "tweet": tweets[:21] + [None, 42], "label": [i % 2 for i in range(23)]})
+    as_csv = frame.assign(tweet=frame["tweet"].map(lambda t: "" if t is None else str(t)))
+    as_csv.to_csv(tmp_path / "in.csv", index=False)
+    src = tmp_path / f"in{suffix}"
+    if suffix == ".parquet":
+        frame.assign(tweet=frame["tweet"].map(lambda t: t if t is None else str(t))).to_parquet(src)  # typed
+    else:
+        text = frame.to_json(orient="records", lines=True)
+        src.write_bytes(gzip.compress(text.encode()) if suffix.endswith(".gz") else text.encode())
+    expected = tmp_path / "expected.csv"
+    assert predict_csv(model, str(tmp_path / "in.csv"), str(expected), text_column="tweet") == 23
+    out = tmp_path / "out.csv"
+    argv = ["predict", str(model_dir), "--input", str(src), "--output", str(out), "--text-column", "tweet",
+            "--chunk-size", "5", "--batch-size", "4"]
+    assert main(argv) == 0, capsys.readouterr().err
+    got, want = pd.read_csv(out, keep_default_na=False), pd.read_csv(expected, keep_default_na=False)
+    assert list(got.columns) == ["id", "tweet", "label", "prediction", "prob_positive"] == list(want.columns)
+    assert got["id"].tolist() == list(range(23)) and got["tweet"].tolist()[-2:] == ["", "42"]
+    np.testing.assert_allclose(got["prob_positive"], want["prob_positive"], atol=paths_atol(1e-6))
+    sure = decided(want["prob_positive"].to_numpy(), paths_atol(1e-6))
+    assert (got["prediction"][sure] == want["prediction"][sure]).all()
+
+
+def test_jsonl_and_parquet_inputs_are_checked_like_csv(model_dir, tmp_path, capsys):
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"tweet": "so happy"}\n')
+    assert main(["predict", str(model_dir), "--input", str(jsonl)]) == 2
+    assert "no 'text' column in the header (found tweet). Pass --text-column NAME" in capsys.readouterr().err
+    pd.DataFrame({"text": ["a"], "prediction": [1]}).to_parquet(tmp_path / "old.parquet")
+    assert main(["predict", str(model_dir), "--input", str(tmp_path / "old.parquet")]) == 2
+    assert "already has a 'prediction' column" in capsys.readouterr().err
+    jsonl.write_text('{"text": "so happy"}\n{"text": broken\n')
+    assert main(["predict", str(model_dir), "--input", str(jsonl)]) == 2
+    err = capsys.readouterr().err
+    assert f"--input {jsonl}: could not be read" in err and "Traceback" not in err
+    jsonl.write_text("")
+    assert main(["predict", str(model_dir), "--input", str(jsonl)]) == 2
+    assert "the input is empty" in capsys.readouterr().err

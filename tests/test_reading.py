@@ -44,7 +44,7 @@ def test_stream_refuses_reserved_columns(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["sendit.run.folder", "sendit.report.files", "sendit.serve.predict", "sendit.serve.export",
-                                    "sendit.data.reading"])
+                                    "sendit.data.reading", "sendit.data.formats", "sendit.data.formats.csv"])
 def test_import_changes_no_process_state(monkeypatch, module):
     """No umask read (which sets it) and no codec error handler registered when a module is imported."""
     importlib.import_module(module)  # its imports first: only the module's own top level runs below

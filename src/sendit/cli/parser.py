@@ -116,8 +116,8 @@ def _add_model_commands(sub) -> None:
     p = sub.add_parser("predict", help="classify texts with a saved model folder")
     p.add_argument("model_dir", help="a model folder written by a run (RUN_DIR/<method>) or by sendit export")
     p.add_argument("texts", nargs="*", help="texts to classify")
-    p.add_argument("--input", metavar="PATH", help="CSV with a header and a text column, streamed in chunks ('-' = stdin; "
-                   "the headerless Sentiment140 file is recognised); output: its columns + prediction, prob_positive")
+    p.add_argument("--input", metavar="PATH", help="CSV (with a header), JSONL or Parquet file with a text "
+                   "column, streamed in chunks ('-' = stdin, CSV; the headerless Sentiment140 file is recognised); output: its columns + prediction, prob_positive")
     p.add_argument("--output", metavar="PATH", help="output CSV, written atomically ('-' or absent = stdout)")
     p.add_argument("--text-column", default="text", metavar="NAME", help="name of the text column of --input")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="inference batch size")

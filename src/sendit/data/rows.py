@@ -18,6 +18,9 @@ from sendit.config.schema import DataConfig
 from sendit.data.labels import BINARY, Reading, class_names, key
 from sendit.errors import DataError
 
+TEXT_COLUMNS = ("text", "tweet", "sentence", "content")
+LABEL_COLUMNS = ("label", "target", "sentiment", "polarity")
+
 
 @dataclass
 class Table:
@@ -32,6 +35,27 @@ class Table:
 
     def subset(self, idx: np.ndarray, source: str | None = None) -> Table:
         return Table([self.texts[i] for i in idx], self.labels[idx], source or self.source, classes=self.classes)
+
+
+def find_columns(path: Path, columns: list, text_column: str | None = None,
+                 label_column: str | None = None) -> tuple[str, str]:
+    """The text and label columns among a file's `columns`: the named ones (--text-column, --label-column), else
+    the first of TEXT_COLUMNS and LABEL_COLUMNS, in any case."""
+    for flag, name in (("--text-column", text_column), ("--label-column", label_column)):
+        if name is not None and name not in columns:
+            raise DataError(f"{path}: {flag} {name!r} is not a column of the file; its columns are "
+                            f"{', '.join(short(c) for c in columns) or 'none'}.")
+    lower = {str(c).strip().lower(): c for c in columns}
+    text = text_column or next((lower[c] for c in TEXT_COLUMNS if c in lower), None)
+    label = label_column or next((lower[c] for c in LABEL_COLUMNS if c in lower), None)
+    missing = [what for what, col in (("text", text), ("label", label)) if col is None]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(short(c) for c in columns) or 'none'}. "
+            f"The file needs a header with a 'text' column (or tweet/sentence) and a 'label' column "
+            f"(or target/sentiment), or the headerless six-column Sentiment140 format."
+        )
+    return text, label
 
 
 def collect(path: Path, items, cfg: DataConfig, expect_cols: int | None = None,

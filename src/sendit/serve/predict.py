@@ -1,8 +1,8 @@
-"""`sendit predict`: texts or a (large) CSV in, the input's columns plus `prediction` and `prob_positive` out (a
-model of other classes than negative/positive: `prediction`, `label_name` and one `prob_<name>` per class).
+"""`sendit predict`: texts or a (large) file in, the input's columns plus `prediction` and `prob_positive` out as CSV
+(a model of other classes than negative/positive: `prediction`, `label_name` and one `prob_<name>` per class).
 
-A CSV is streamed in chunks, so memory stays bounded however many rows it has (the 1.6M-row Sentiment140 file
-included); the output is written to a temporary file and renamed into place at the end, or streamed to stdout
+The input is read by the format its name picks (CSV, JSON lines, Parquet: `sendit.data.formats`) and streamed in
+chunks, so memory stays bounded however many rows it has (the 1.6M-row Sentiment140 file included); the output is written to a temporary file and renamed into place at the end, or streamed to stdout
 with `--output -`. The gold-label column of a labelled input (`label`, `target`) is kept as it is, so the output
 pairs truth and prediction the way a run's `{method}_inference_predictions.csv` does.
 """
@@ -134,7 +134,8 @@ class _Output:
 
 def predict_csv(model: SenditModel, input_path: str, output: str | None, text_column: str = "text",
                 chunk_size: int = 10_000, batch_size: int = 256, chunks: Iterable[pd.DataFrame] | None = None) -> int:
-    """Stream input_path (or '-' = stdin) through the model chunk by chunk into output (None or '-' = stdout).
+    """Stream input_path (any registered format; '-' = stdin, CSV) through the model chunk by chunk into output
+    (None or '-' = stdout), as CSV.
 
     Every row is kept, in order, with all its columns; `prediction` (0 = negative, 1 = positive) and
     `prob_positive` are added (other classes: `prediction`, `label_name`, `prob_<name>` per class). Empty texts are predicted too (the model sees only its special tokens), so row
