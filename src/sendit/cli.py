@@ -160,7 +160,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def _add_precision_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="inference precision: auto "
+    from sendit.config.fields import PRECISIONS
+
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="inference precision: auto "
                    "(bf16 where the hardware has it, or what SENDIT_PRECISION says), bf16 or fp32 (default: auto)")
 
 
