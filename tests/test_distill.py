@@ -16,8 +16,8 @@ import yaml
 from helpers import OPT_TOKENIZER, paths_atol, save_tiny_opt, tiny_opt_config, tiny_run_args
 from safetensors.torch import load_file, save_file
 
-from sendit import distill as D
-from sendit import students as S
+from sendit.recipes import distill as D
+from sendit.train import students as S
 from sendit.cli import main
 from sendit.config.schema import CONFIG_DIR, EMBEDDED_TEST_NAME, HELDOUT_NAME, load_config
 from sendit.errors import ConfigError

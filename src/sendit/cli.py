@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from sendit.errors import ConfigError
-from sendit.config.schema import DataConfig, field_default
+from sendit.config.fields import field_default
+from sendit.config.schema import DataConfig
 from sendit.config.distill import DistillConfig
 from sendit.fileio import WRITE_FULL, as_write_error, write_hint
 from sendit.config.flags import add_config_flags, add_field_flags, config_overrides
