@@ -347,7 +347,7 @@ def test_settings_precedence_teacher_run_over_config_file_flags_over_both(chain_
     assert cfg.data.train_size == saved["data"]["train_size"] == 96  # the preset says 4000
     assert cfg.model.model == saved["model"]["model"] and cfg.train.epochs == 1
     assert (d.chain, d.method, d.kd_ratio) == ([2], "full", 0.5)  # chain from the flag, method from the preset
-    assert cfg.distill["teacher"] == str(chain_run / "full")
+    assert cfg.distill.teacher == str(chain_run / "full")
 
 
 @pytest.mark.slow

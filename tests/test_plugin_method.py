@@ -20,8 +20,8 @@ from helpers import tiny_run_args
 
 import sendit
 from sendit.cli import main
-from sendit.errors import ConfigError
-from sendit.config.schema import _f, field_index
+from sendit.config.fields import setting
+from sendit.config.schema import field_index
 from sendit.methods import METHODS, register
 from sendit.methods.lora import Lora, LoraSettings
 from sendit.serve.model_folder import load
@@ -32,12 +32,7 @@ TEXTS = ["what a great day", "worst service ever", "so sad today", "love it!!"]
 
 @dataclass
 class EverywhereSettings(LoraSettings):
-    everywhere_r: int = _f(4, "rank of the adapters on every linear layer")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.everywhere_r < 1:
-            raise ConfigError(f"--everywhere-r must be at least 1 (got {self.everywhere_r})")
+    everywhere_r: int = setting(4, "rank of the adapters on every linear layer", low=1)  # LoraSettings checks it
 
 
 class LoraEverywhere(Lora):
@@ -118,11 +113,11 @@ def test_a_setting_that_another_setting_already_names_is_refused():
 
     @dataclass
     class Shadows:
-        epochs: int = _f(3, "would hide --epochs")
+        epochs: int = setting(3, "would hide --epochs")
 
     @dataclass
     class Redeclares:
-        target_modules: list | None = _f(["q_proj"], "LoRA's, with another default")
+        target_modules: list | None = setting(["q_proj"], "LoRA's, with another default")
 
     for settings in (Shadows, Redeclares):
         method = type("Bad", (LoraEverywhere,), {"name": "bad", "settings": settings})()

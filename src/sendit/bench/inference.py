@@ -61,8 +61,8 @@ def bf16_decision(cfg: BenchConfig) -> str | None:
 
 def onnx_missing() -> str | None:
     """Why the ONNX engines cannot run here, or None."""
-    from sendit.serve import onnx_folder
     from sendit.errors import ConfigError
+    from sendit.serve import onnx_folder
 
     try:
         onnx_folder.require_onnx(export=True)
@@ -177,8 +177,8 @@ def run_inference_bench(cfg: BenchConfig, log: Callable[[str], None] = print) ->
     import torch
     import transformers
 
-    from sendit.train.measure import hardware
     from sendit.run.folder import atomic_write_csv, atomic_write_json, git_commit, versions
+    from sendit.train.measure import hardware
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

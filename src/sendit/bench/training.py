@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Callable
 
 from sendit.bench.engines import OPT_SHAPE, accuracy_check, bench_inference, bench_training, prepare_model_source
-from sendit.config.schema import _f
+from sendit.config.fields import reuse, setting
+from sendit.config.schema import MethodChoice, TrainConfig
 
 MAX_POOL = 12_000  # the embedded sample holds ~19.8k distinct tweets; the rest serve validation and inference
 PEERS = ("naive", "tuned", "pipeline")
@@ -44,47 +45,61 @@ SUMMARY_COLUMNS = [
 ]
 
 
+# The settings a benchmark shares with a run are the run's own fields (their flags, checks and messages), with the
+# benchmark's defaults and help where they differ.
+_RUN = {f.name: f for cls in (MethodChoice, TrainConfig) for f in dataclasses.fields(cls)}
+
+
 @dataclass
 class BenchConfig:
-    model: str = _f(OPT_SHAPE, f"'{OPT_SHAPE}' (OPTConfig() defaults, random weights, real OPT tokenizer), "
-                               "'embedded', a hub id or a local model folder")
-    tokenizer: str | None = _f(None, f"tokenizer folder for {OPT_SHAPE} (default: facebook/opt-125m's in the local "
-                                     "hub cache; a source checkout has one in tests/data/opt-tokenizer)")
-    methods: list = _f(["bitfit", "lora"], "methods to benchmark (see `sendit methods`)")
-    peers: list = _f(list(PEERS), "peers run in the same invocation: naive, tuned, pipeline (or 'none')")
-    device: str = _f("auto", "'cpu', 'cuda' or 'auto' (cuda when available)")
-    precision: str = _f("auto", "'auto' (bf16 where the hardware has it, or SENDIT_PRECISION), 'bf16' or 'fp32', "
-                                "for sendit and the tuned Trainer alike")
-    protocol: str = _f("epoch", "'epoch': whole epochs of the same tweets in the same batches for every engine "
-                                "(equal work, the default); 'smoke': short passes of --steps steps (not equal work)")
-    epoch_tweets: int = _f(512, "tweets per equal-work epoch (rounded down to whole batches; real tweets, repeated "
-                                "when more are asked for than the embedded sample holds)")
-    batch_size: int = _f(16, "training batch size, the same for every engine")
-    lr: float | None = _f(None, "learning rate for every engine (default: the method's default, as in a run)")
-    steps: int = _f(2, "smoke protocol: training steps per timed pass")
-    pool: int | None = _f(None, f"smoke protocol: tweets the batches are drawn from (default: 200 batches, at "
-                                f"most {MAX_POOL})")
-    infer_tweets: int = _f(64, "tweets per timed inference pass")
-    infer_batch_size: int = _f(256, "sendit's inference batch size")
-    pipeline_batch_size: int | None = _f(None, "pipeline batch size (default: the pipeline's own, 1)")
-    repeats: int = _f(3, "timed passes after one warm-up pass, engines interleaved; median and spread reported")
-    compile: bool = _f(False, "torch.compile sendit's model (the compile time falls in the warm-up pass)")
-    threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
-    seed: int = _f(0, "seed of the random weights, the tweet sample and training")
-    out: str | None = _f(None, "results path without suffix; writes .json and .csv (default: "
-                               "runs/bench-<time>/results)")
-    accuracy_check: bool = _f(False, "also train sendit and the tuned Trainer on a real model (--accuracy-model) "
-                                     "with the same hyperparameters and report both validation accuracies")
-    accuracy_model: str = _f("embedded", f"model of the accuracy check ('{OPT_SHAPE}' = the benchmark's own model)")
-    accuracy_train: int = _f(2000, "training tweets of the accuracy check")
-    accuracy_val: int = _f(500, "validation tweets of the accuracy check")
-    accuracy_epochs: int = _f(1, "epochs of the accuracy check")
-    inference: str | None = _f(None, "a model folder (RUN_DIR/<method>): time its inference engines instead (torch "
-                                     "fp32 and bf16, ONNX Runtime fp32 and int8, pipeline; bench_inference.py)")
-    data: str = _f("embedded", "--inference: the tweets, 'embedded' or a file as in `sendit run --data`")
-    inference_tweets: int = _f(2000, "--inference: tweets per timed pass (repeated when the data holds fewer)")
-    bf16: str = _f("auto", "--inference: torch bf16 'auto' (where precision auto picks bf16), 'on' or 'off'")
-    bf16_tweets: int = _f(64, "--inference --bf16 on, on a host without bf16 units: the tweets it times")
+    model: str = setting(OPT_SHAPE, f"'{OPT_SHAPE}' (OPTConfig() defaults, random weights, real OPT tokenizer), "
+                                    "'embedded', a hub id or a local model folder")
+    tokenizer: str | None = setting(None, f"tokenizer folder for {OPT_SHAPE} (default: facebook/opt-125m's in the "
+                                          "local hub cache; a source checkout has one in tests/data/opt-tokenizer)")
+    methods: list = reuse(_RUN["methods"], ["bitfit", "lora"], "methods to benchmark (see `sendit methods`)")
+    peers: list = setting(list(PEERS), "peers run in the same invocation: naive, tuned, pipeline (or 'none')")
+    device: str = setting("auto", "'cpu', 'cuda' or 'auto' (cuda when available)", choices=("auto", "cpu", "cuda"))
+    precision: str = reuse(_RUN["precision"], help="'auto' (bf16 where the hardware has it, or SENDIT_PRECISION), "
+                           "'bf16' or 'fp32', for sendit and the tuned Trainer alike")
+    protocol: str = setting("epoch", "'epoch': whole epochs of the same tweets in the same batches for every engine "
+                            "(equal work, the default); 'smoke': short passes of --steps steps (not equal work)",
+                            choices=PROTOCOLS)
+    epoch_tweets: int = setting(512, "tweets per equal-work epoch (rounded down to whole batches; real tweets, "
+                                "repeated when more are asked for than the embedded sample holds)", low=1)
+    batch_size: int = reuse(_RUN["batch_size"], 16, "training batch size, the same for every engine")
+    lr: float | None = reuse(_RUN["lr"], help="learning rate for every engine (default: the method's default, as in "
+                             "a run)")
+    steps: int = setting(2, "smoke protocol: training steps per timed pass", low=1)
+    pool: int | None = setting(None, f"smoke protocol: tweets the batches are drawn from (default: 200 batches, at "
+                                     f"most {MAX_POOL})", high=MAX_POOL)
+    infer_tweets: int = setting(64, "tweets per timed inference pass", low=1)
+    infer_batch_size: int = setting(256, "sendit's inference batch size", low=1)
+    pipeline_batch_size: int | None = setting(None, "pipeline batch size (default: the pipeline's own, 1)", low=1)
+    repeats: int = setting(3, "timed passes after one warm-up pass, engines interleaved; median and spread reported",
+                           low=1)
+    compile: bool = reuse(_RUN["compile"], help="torch.compile sendit's model (the compile time falls in the warm-up "
+                          "pass)")
+    threads: int | None = reuse(_RUN["threads"])
+    seed: int = reuse(_RUN["seed"], help="seed of the random weights, the tweet sample and training")
+    out: str | None = setting(None, "results path without suffix; writes .json and .csv (default: "
+                                    "runs/bench-<time>/results)")
+    accuracy_check: bool = setting(False, "also train sendit and the tuned Trainer on a real model "
+                                          "(--accuracy-model) with the same hyperparameters and report both "
+                                          "validation accuracies")
+    accuracy_model: str = setting("embedded", f"model of the accuracy check ('{OPT_SHAPE}' = the benchmark's own "
+                                              "model)")
+    accuracy_train: int = setting(2000, "training tweets of the accuracy check", low=1)
+    accuracy_val: int = setting(500, "validation tweets of the accuracy check", low=1)
+    accuracy_epochs: int = setting(1, "epochs of the accuracy check", low=1)
+    inference: str | None = setting(None, "a model folder (RUN_DIR/<method>): time its inference engines instead "
+                                          "(torch fp32 and bf16, ONNX Runtime fp32 and int8, pipeline; "
+                                          "bench/inference.py)")
+    data: str = setting("embedded", "--inference: the tweets, 'embedded' or a file as in `sendit run --data`")
+    inference_tweets: int = setting(2000, "--inference: tweets per timed pass (repeated when the data holds fewer)",
+                                    low=1)
+    bf16: str = setting("auto", "--inference: torch bf16 'auto' (where precision auto picks bf16), 'on' or 'off'",
+                        choices=("auto", "on", "off"))
+    bf16_tweets: int = setting(64, "--inference --bf16 on, on a host without bf16 units: the tweets it times", low=1)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,43 +110,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    """Flags -> BenchConfig, through the one coercion of every config (`sendit.config.schema`), then the ranges."""
-    from sendit.config.schema import _coerce
+    """Flags -> BenchConfig, through the one coercion of every config (`sendit.config.fields`), then the ranges."""
+    from sendit.config.fields import coerce
 
-    kw = {f.name: _coerce(BenchConfig, f.name, getattr(args, f.name)) for f in dataclasses.fields(BenchConfig)
+    kw = {f.name: coerce(BenchConfig, f.name, getattr(args, f.name)) for f in dataclasses.fields(BenchConfig)
           if getattr(args, f.name, None) not in (None, False)}
     return validate(BenchConfig(**kw))
 
 
 def validate(cfg: BenchConfig) -> BenchConfig:
-    """Every bench option's range, with the same checks and messages as `sendit run`'s (sendit.config.validation)."""
-    from sendit.config import validation as v
+    """Every bench option's range: each field's own constraint (the run's, for the settings a run has too: the same
+    checks and messages as `sendit run`), then the checks across fields."""
+    from sendit.config.fields import at_least, problem
     from sendit.errors import ConfigError
     from sendit.methods import get_method
 
     cfg.peers = [] if cfg.peers in (["none"], []) else cfg.peers
     bad = [p for p in cfg.peers if p not in PEERS]
-    problems = [
-        None if not bad else f"--peers: unknown peer(s) {bad}; choose from {', '.join(PEERS)} or 'none'",
-        v.choice("--device", cfg.device, ("auto", "cpu", "cuda")),
-        v.choice("--precision", cfg.precision, ("auto", "bf16", "fp32")),
-        v.choice("--protocol", cfg.protocol, PROTOCOLS),
-        v.at_least("--batch-size", cfg.batch_size, 1), v.at_least("--steps", cfg.steps, 1),
-        v.at_least("--epoch-tweets", cfg.epoch_tweets, cfg.batch_size if isinstance(cfg.batch_size, int) else 1),
-        None if cfg.pool is None else v.at_least("--pool", cfg.pool, cfg.batch_size * cfg.steps, MAX_POOL),
-        v.at_least("--infer-tweets", cfg.infer_tweets, 1), v.at_least("--infer-batch-size", cfg.infer_batch_size, 1),
-        None if cfg.pipeline_batch_size is None else v.at_least("--pipeline-batch-size", cfg.pipeline_batch_size, 1),
-        v.at_least("--repeats", cfg.repeats, 1), v.seed("--seed", cfg.seed),
-        None if cfg.threads is None else v.at_least("--threads", cfg.threads, 1, v.MAX_THREADS),
-        None if cfg.lr is None else v.in_range("--lr", cfg.lr, "> 0"),
-        v.at_least("--accuracy-train", cfg.accuracy_train, 1), v.at_least("--accuracy-val", cfg.accuracy_val, 1),
-        v.at_least("--accuracy-epochs", cfg.accuracy_epochs, 1), v.choice("--bf16", cfg.bf16, ("auto", "on", "off")),
-        v.at_least("--inference-tweets", cfg.inference_tweets, 1), v.at_least("--bf16-tweets", cfg.bf16_tweets, 1),
-        None if cfg.methods else "--methods is empty: name at least one method, e.g. --methods lora,bitfit",
-    ]
-    for problem in problems:
-        if problem:
-            raise ConfigError(problem)
+    message = (f"--peers: unknown peer(s) {bad}; choose from {', '.join(PEERS)} or 'none'" if bad else problem(cfg)
+               or at_least("--epoch-tweets", cfg.epoch_tweets, cfg.batch_size)
+               or (cfg.pool is not None and at_least("--pool", cfg.pool, cfg.batch_size * cfg.steps)))
+    if message:
+        raise ConfigError(message)
     for m in cfg.methods:
         get_method(m)
     return cfg

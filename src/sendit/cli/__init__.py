@@ -13,7 +13,14 @@ from pathlib import Path
 
 from sendit.cli.parser import build_parser
 from sendit.errors import (
-    EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER_ERROR, ConfigError, DataError, ModelError, RunStopped,
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    ConfigError,
+    DataError,
+    ModelError,
+    RunStopped,
     TrainingError,
 )
 from sendit.fileio import WRITE_FULL, as_write_error, write_hint

@@ -9,10 +9,9 @@ import json
 import sys
 from pathlib import Path
 
+from sendit.config.fields import field_default
 from sendit.config.flags import config_overrides
-from sendit.config.schema import field_default
 from sendit.errors import EXIT_FAILED, ConfigError
-
 
 
 def _config(args: argparse.Namespace):

@@ -6,18 +6,29 @@ import argparse
 import dataclasses
 
 from sendit.cli.commands import (
-    READING_FIELDS, cmd_data, cmd_distill, cmd_evaluate, cmd_methods, cmd_predict, cmd_report, cmd_run, cmd_serve,
-    cmd_train, cmd_tune,
+    READING_FIELDS,
+    cmd_data,
+    cmd_distill,
+    cmd_evaluate,
+    cmd_methods,
+    cmd_predict,
+    cmd_report,
+    cmd_run,
+    cmd_serve,
+    cmd_train,
+    cmd_tune,
 )
-from sendit.config.flags import add_config_flags, add_field_flags
 from sendit.config.distill import DistillConfig
+from sendit.config.flags import add_config_flags, add_field_flags
 from sendit.config.schema import DataConfig
 
 ALIASES = {"data": ["--data"], "model": ["--model"], "methods": ["--methods"], "method": ["--method"]}
 
 
 def _add_precision_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="inference precision: auto "
+    from sendit.config.fields import PRECISIONS
+
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="inference precision: auto "
                    "(bf16 where the hardware has it, or what SENDIT_PRECISION says), bf16 or fp32 (default: auto)")
 
 

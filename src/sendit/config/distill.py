@@ -6,8 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from sendit.config import validation
-from sendit.config.schema import _coerce, _f, _suggest
+from sendit.config.fields import check, coerce, setting, suggest
 from sendit.errors import ConfigError
 
 
@@ -15,22 +14,23 @@ from sendit.errors import ConfigError
 class DistillConfig:
     """The student, the teacher and the distillation loss; __post_init__ checks them together."""
 
-    teacher: str | None = _f(None, "the fine-tuned teacher's model folder, RUN_DIR/<method>")
-    student_layers: int | None = _f(
+    teacher: str | None = setting(None, "the fine-tuned teacher's model folder, RUN_DIR/<method>")
+    student_layers: int | None = setting(
         None, "student depth, initialised from every (teacher depth / N)-th teacher layer starting at 0 "
-        "(DistilBERT-style: 6 -> 3 keeps 0,2,4; 12 -> 6 keeps 0,2,..,10); default half the teacher's"
+        "(DistilBERT-style: 6 -> 3 keeps 0,2,4; 12 -> 6 keeps 0,2,..,10); default half the teacher's", low=1
     )
-    layers: list | None = _f(None, "the teacher layers copied into the student, e.g. 0,2,5 (instead of --student-layers)")
-    student_model: str | None = _f(
+    layers: list | None = setting(None, "the teacher layers copied into the student, e.g. 0,2,5 (instead of --student-layers)")
+    student_model: str | None = setting(
         None, "a smaller model (hub id or folder) as the student instead of teacher layers"
     )
-    chain: list | None = _f(
+    chain: list | None = setting(
         None, "iterative distillation: layer counts, e.g. 12,6,3 (teacher -> assistant -> student); each stage "
         "learns from the previous stage's fine-tuned model"
     )
-    method: str = _f("full", "method that trains each student (see `sendit methods`)")
-    kd_ratio: float = _f(0.5, "weight of the distillation term: (1 - kd_ratio) * CE + kd_ratio * T^2 * KL")
-    temperature: float = _f(2.0, "softmax temperature T of the distillation term")
+    method: str = setting("full", "method that trains each student (see `sendit methods`)")
+    kd_ratio: float = setting(0.5, "weight of the distillation term: (1 - kd_ratio) * CE + kd_ratio * T^2 * KL",
+                              low=0, high=1)
+    temperature: float = setting(2.0, "softmax temperature T of the distillation term", low=0, open_low=True)
 
     def __post_init__(self) -> None:
         for name in ("chain", "layers"):
@@ -43,14 +43,9 @@ class DistillConfig:
                 raise ConfigError(f"--{name} must be comma-separated integers like 6,3 (got {value!r})") from None
         students = [f"--{n.replace('_', '-')}" for n in ("student_layers", "layers", "student_model", "chain")
                     if getattr(self, n) not in (None, [])]
-        for problem in (validation.in_range("--kd-ratio", self.kd_ratio, "in [0, 1]"),
-                        validation.in_range("--temperature", self.temperature, "> 0")):
-            if problem:
-                raise ConfigError(problem)
+        check(self)
         checks = [
             (len(students) <= 1, f"{' and '.join(students)} each choose the student: give one of them"),
-            (self.student_layers is None or self.student_layers >= 1,
-             f"--student-layers must be at least 1 (got {self.student_layers})"),
             (all(n >= 0 for n in self.layers or []), f"--layers must be layer indices >= 0 (got {self.layers})"),
             (all(n >= 1 for n in self.chain or []), f"--chain layer counts must be >= 1 (got {self.chain})"),
         ]
@@ -64,5 +59,5 @@ def distill_config(raw: dict, source: str = "config") -> DistillConfig:
     names = [f.name for f in dataclasses.fields(DistillConfig)]
     for key in raw:
         if key not in names:
-            raise ConfigError(f"{source}: unknown key 'distill.{key}'.{_suggest(key, names)}")
-    return DistillConfig(**{k: v if k in ("chain", "layers") else _coerce(DistillConfig, k, v) for k, v in raw.items()})
+            raise ConfigError(f"{source}: unknown key 'distill.{key}'.{suggest(key, names)}")
+    return DistillConfig(**{k: v if k in ("chain", "layers") else coerce(DistillConfig, k, v) for k, v in raw.items()})

@@ -8,12 +8,12 @@ import argparse
 import dataclasses
 from typing import Iterable
 
-from sendit.config.schema import field_default
+from sendit.config.fields import field_default
 
 # Value names of the str fields (the others follow from their type), as --help shows them: `--data SOURCE`.
 _VALUE_NAMES = {
     "data": "SOURCE", "test_file": "PATH", "extra_train_file": "PATH", "teacher": "PATH", "model": "MODEL",
-    "student_model": "MODEL", "encoding": "CODEC", "precision": "{auto,bf16,fp32}", "bad_rows": "{error,skip}",
+    "student_model": "MODEL", "encoding": "CODEC", "bad_rows": "{error,skip}",
     "tracker": "{tensorboard,mlflow}", "train_size": "N", "val_size": "N", "test_size": "N",
 }
 

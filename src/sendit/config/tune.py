@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from sendit.config.schema import SECTIONS, RunConfig, _coerce, _f, _suggest, from_dict, read_config_file
+from sendit.config.fields import check, coerce, setting, suggest
+from sendit.config.schema import SECTIONS, RunConfig, from_dict, read_config_file
 from sendit.errors import ConfigError
 
 PRUNERS = ("median", "halving", "none")
@@ -19,53 +20,45 @@ BACKENDS = ("optuna", "ray")
 
 @dataclass
 class TuneConfig:
-    trials: int = _f(12, "trials per method; finished, pruned and failed trials all count")
-    time_cap_minutes: float | None = _f(
+    trials: int = setting(12, "trials per method; finished, pruned and failed trials all count", low=1)
+    time_cap_minutes: float | None = setting(
         None, "a safety net, not a budget: trial time per method, summed over its trials; when reached, the running "
-        "trial stops after its current epoch (pruned) and the method is flagged as cut short in the verdict")
-    pruner: str = _f("median", "stop bad trials after an epoch: 'median' (Optuna MedianPruner), 'halving' "
-                     "(successive halving) or 'none'")
-    prune_after_trials: int = _f(3, "trials of a method that always finish before the median pruner may prune")
-    search_seed: int = _f(0, "seed of the TPE sampler (worker i uses seed + i)")
-    start_from_defaults: bool = _f(True, "each method's first trial is its default configuration, so the tuned "
+        "trial stops after its current epoch (pruned) and the method is flagged as cut short in the verdict", low=0,
+        open_low=True)
+    pruner: str = setting("median", "stop bad trials after an epoch: 'median' (Optuna MedianPruner), 'halving' "
+                     "(successive halving) or 'none'", choices=PRUNERS)
+    prune_after_trials: int = setting(3, "trials of a method that always finish before the median pruner may prune",
+                                      low=0)
+    search_seed: int = setting(0, "seed of the TPE sampler (worker i uses seed + i)")
+    start_from_defaults: bool = setting(True, "each method's first trial is its default configuration, so the tuned "
                                    "configuration is never worse on validation than the default")
-    defaults: bool = _f(False, "also retrain each method's default configuration (<method>-default) with every "
+    defaults: bool = setting(False, "also retrain each method's default configuration (<method>-default) with every "
                         "seed, to show what tuning changed")
-    head_features: bool = _f(True, "head-only trials and confirmation runs train the head on the frozen model's "
+    head_features: bool = setting(True, "head-only trials and confirmation runs train the head on the frozen model's "
                              "features, computed once per split and seed (in eval mode: no dropout in the frozen "
                              "part, a linear probe); false trains both through the whole model, as sendit run does")
-    trial_seed: int | None = _f(None, "training seed of every search trial; default: one more than the largest "
+    trial_seed: int | None = setting(None, "training seed of every search trial; default: one more than the largest "
                                 "confirmation seed, so that no confirmation run repeats the run that won the search")
-    margin: float = _f(1.0, "non-inferiority margin of the recommendation, in accuracy points: a cheaper method is "
-                       "recommended only if its lower bound against the best is above -margin")
-    workers: int = _f(1, "processes that share the study on this machine (each takes its share of the threads)")
-    storage: str | None = _f(None, "Optuna RDB URL (postgresql://..., mysql://...) shared by workers anywhere; "
+    margin: float = setting(1.0, "non-inferiority margin of the recommendation, in accuracy points: a cheaper method is "
+                       "recommended only if its lower bound against the best is above -margin", low=0)
+    workers: int = setting(1, "processes that share the study on this machine (each takes its share of the threads)",
+                          low=1)
+    storage: str | None = setting(None, "Optuna RDB URL (postgresql://..., mysql://...) shared by workers anywhere; "
                              "default: the run folder's journal file")
-    backend: str = _f("optuna", "'optuna' (processes on this machine or sharing --storage) or 'ray' (Ray Tune)")
-    address: str | None = _f(None, "Ray cluster address for --backend ray ('auto': the running cluster)")
-    space: dict = _f({}, "search-space overrides per method, e.g. {lora: {lora_r: {choices: [4, 8]}}}; a "
+    backend: str = setting("optuna", "'optuna' (processes on this machine or sharing --storage) or 'ray' (Ray Tune)",
+                           choices=BACKENDS)
+    address: str | None = setting(None, "Ray cluster address for --backend ray ('auto': the running cluster)")
+    space: dict = setting({}, "search-space overrides per method, e.g. {lora: {lora_r: {choices: [4, 8]}}}; a "
                      "parameter set to null is not searched")
-    max_trainable_params: float | None = _f(None, "recommendation budget: most trainable parameters")
-    max_peak_memory_mb: float | None = _f(None, "recommendation budget: most peak training memory (MB)")
-    max_train_minutes: float | None = _f(None, "recommendation budget: most training minutes per run")
+    max_trainable_params: float | None = setting(None, "recommendation budget: most trainable parameters")
+    max_peak_memory_mb: float | None = setting(None, "recommendation budget: most peak training memory (MB)")
+    max_train_minutes: float | None = setting(None, "recommendation budget: most training minutes per run")
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.trials >= 1, f"--trials must be at least 1 (got {self.trials})"),
-            (self.time_cap_minutes is None or self.time_cap_minutes > 0,
-             f"--time-cap-minutes must be > 0 (got {self.time_cap_minutes})"),
-            (self.pruner in PRUNERS, f"--pruner must be one of {', '.join(PRUNERS)} (got {self.pruner})"),
-            (self.prune_after_trials >= 0, f"--prune-after-trials must be >= 0 (got {self.prune_after_trials})"),
-            (self.workers >= 1, f"--workers must be at least 1 (got {self.workers})"),
-            (self.margin >= 0, f"--margin must be >= 0 accuracy points (got {self.margin})"),
-            (self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)} (got {self.backend})"),
-            (isinstance(self.space, dict) and all(isinstance(v, dict) for v in self.space.values()),
-             f"tune.space must map methods to parameter ranges, e.g. {{lora: {{lr: {{low: 1e-4, high: 1e-2, "
-             f"log: true}}}}}} (got {self.space!r})"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+        check(self)
+        if not (isinstance(self.space, dict) and all(isinstance(v, dict) for v in self.space.values())):
+            raise ConfigError(f"tune.space must map methods to parameter ranges, e.g. {{lora: {{lr: {{low: 1e-4, "
+                              f"high: 1e-2, log: true}}}}}} (got {self.space!r})")
 
     def trial_seed_for(self, seeds: list[int]) -> int:
         """The trials' training seed: `trial_seed`, else one past the confirmation seeds."""
@@ -80,10 +73,10 @@ def tune_config(raw: dict, source: str = "config") -> TuneConfig:
     names = [f.name for f in dataclasses.fields(TuneConfig)]
     for key in raw:
         if key not in names:
-            raise ConfigError(f"{source}: unknown key 'tune.{key}'.{_suggest(key, names)}")
+            raise ConfigError(f"{source}: unknown key 'tune.{key}'.{suggest(key, names)}")
     values = {}
     for k, v in raw.items():
-        values[k] = _space(v) if k == "space" else _coerce(TuneConfig, k, v)
+        values[k] = _space(v) if k == "space" else coerce(TuneConfig, k, v)
     return TuneConfig(**values)
 
 

@@ -22,6 +22,19 @@ TARGET_MODULES_HELP = ("modules the adapter wraps (LoRA, DoRA, IA3), or all-line
                        "the architecture (LoRA: the attention projections)")
 
 
+def target_modules_problem(targets: list | None, module_names: list[str] | None, model: str) -> str | None:
+    """--target-modules against the names of the model's leaf modules (peft matches a name or its dotted suffix);
+    `module_names` None: not known, not checked."""
+    if module_names is None or not targets or targets == ["all-linear"]:
+        return None
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in module_names)]
+    if not missing:
+        return None
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in module_names})
+    return (f"--target-modules {', '.join(missing)}: {model} has no module of that name. Its module names are: "
+            f"{', '.join(leaves)}; or pass all-linear.")
+
+
 class Method(Protocol):
     name: str
     default_lr: float  # for all-MiniLM-L6-v2 on Sentiment140 (see README, "Learning rates")
@@ -32,9 +45,10 @@ class Method(Protocol):
     # A parameter is "lr" or any train/method config field (warmup_ratio, lora_r, ...); docs/tuning.md.
     search_space: dict[str, dict]
     # Optional members (read with getattr):
-    # - settings: a dataclass of the method's own settings (fields made with config._f; a name no other setting
-    #   has, unless another method declares the same field alike). They join the `method:` section of every
-    #   config and become flags (--lora-r); its __post_init__ checks them, raising ConfigError.
+    # - settings: a dataclass of the method's own settings (fields made with `sendit.config.fields.setting`, their
+    #   constraints beside them; a name no other setting has, unless another method declares the same field
+    #   alike). They join the `method:` section of every config and become flags (--lora-r); its __post_init__
+    #   checks them (`sendit.config.fields.check(self)`), raising ConfigError.
     # - check_model(cfg, model_config, model, module_names) -> str | None: what is wrong with the settings for
     #   this model (run before anything trains).
     # - frozen_features: only the head trains, so `sendit tune` trials may train it on features (features.py).

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sendit.config import validation
-from sendit.config.schema import _f
-from sendit.errors import ConfigError
-from sendit.methods import TARGET_MODULES_HELP, register
+from sendit.config.fields import check, names, setting
+from sendit.methods import TARGET_MODULES_HELP, register, target_modules_problem
 from sendit.methods.adapter import PeftAdapter
 
 TARGETS = {
@@ -20,12 +18,10 @@ TARGETS = {
 class IA3Settings:
     """(IA)^3's setting (LoRA declares the same one: one --target-modules flag for both)."""
 
-    target_modules: list | None = _f(None, TARGET_MODULES_HELP)
+    target_modules: list | None = setting(None, TARGET_MODULES_HELP, check=names)
 
     def __post_init__(self) -> None:
-        problem = validation.names("--target-modules", self.target_modules)
-        if problem:
-            raise ConfigError(problem)
+        check(self)
 
 
 class IA3(PeftAdapter):
@@ -40,7 +36,7 @@ class IA3(PeftAdapter):
     settings = IA3Settings
 
     def check_model(self, cfg, model_config, model: str, module_names: list[str] | None) -> str | None:
-        return validation.target_modules(cfg.target_modules, module_names, model)
+        return target_modules_problem(cfg.target_modules, module_names, model)
 
     def peft_config(self, model, cfg):
         from peft import IA3Config, TaskType

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sendit.config import validation
-from sendit.config.schema import _f
-from sendit.errors import ConfigError
-from sendit.methods import TARGET_MODULES_HELP, register
+from sendit.config.fields import check, names, setting
+from sendit.methods import TARGET_MODULES_HELP, register, target_modules_problem
 from sendit.methods.adapter import PeftAdapter
 
 if TYPE_CHECKING:
@@ -38,18 +36,13 @@ SEARCH_SPACE = {
 class LoraSettings:
     """LoRA's and DoRA's settings: keys of the `method:` section, and flags (--lora-r 16)."""
 
-    lora_r: int = _f(8, "LoRA/DoRA rank")
-    lora_alpha: int = _f(16, "LoRA/DoRA scaling alpha")
-    lora_dropout: float = _f(0.1, "LoRA/DoRA dropout")
-    target_modules: list | None = _f(None, TARGET_MODULES_HELP)
+    lora_r: int = setting(8, "LoRA/DoRA rank", low=1)
+    lora_alpha: int = setting(16, "LoRA/DoRA scaling alpha", low=1)
+    lora_dropout: float = setting(0.1, "LoRA/DoRA dropout", low=0, high=1, open_high=True)
+    target_modules: list | None = setting(None, TARGET_MODULES_HELP, check=names)
 
     def __post_init__(self) -> None:
-        for problem in (validation.at_least("--lora-r", self.lora_r, 1),
-                        validation.at_least("--lora-alpha", self.lora_alpha, 1),
-                        validation.in_range("--lora-dropout", self.lora_dropout, "in [0, 1)"),
-                        validation.names("--target-modules", self.target_modules)):
-            if problem:
-                raise ConfigError(problem)
+        check(self)
 
 
 class Lora(PeftAdapter):
@@ -64,7 +57,7 @@ class Lora(PeftAdapter):
     def check_model(self, cfg, model_config, model: str, module_names: list[str] | None) -> str | None:
         """--target-modules against the model's modules; a rank wider than the layers it adapts (which peft
         would accept)."""
-        problem = validation.target_modules(cfg.target_modules, module_names, model)
+        problem = target_modules_problem(cfg.target_modules, module_names, model)
         width = getattr(model_config, "hidden_size", None)
         if not problem and isinstance(width, int) and cfg.lora_r > width:
             problem = (f"--lora-r {cfg.lora_r} is larger than the {width}-wide {model}: a LoRA rank must be at most "

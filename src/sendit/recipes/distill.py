@@ -56,7 +56,6 @@ from sendit.run.lifecycle import Job, finish_run, open_run, run_jobs
 from sendit.run.method import train_method
 from sendit.serve.model_folder import MANIFEST, base_model_path, load
 from sendit.train.batching import encode
-from sendit.train.device import resolve_precision
 from sendit.train.engine import class_weights
 from sendit.train.models import load_model, load_tokenizer, num_layers, resolve
 from sendit.train.students import cached_teacher_logits, default_layers, kd_loss, read_json, student_from_teacher
@@ -133,7 +132,7 @@ def distill_stage(ctx: Context, stage: Stage, teacher_dir: Path, d: DistillConfi
     if folder.resolve() == teacher_dir.resolve():
         raise ConfigError(f"the student {stage.label} would overwrite its teacher {teacher_dir}; choose another "
                           f"--method or layer count.")
-    precision = resolve_precision(cfg.train.precision, acc.device)
+    precision = ctx.precision  # the run's, resolved once
     teacher = functools.cache(lambda: load(teacher_dir, precision=precision))
     teacher_tok = load_tokenizer(str(teacher_dir))
     train = encode(teacher_tok, ctx.splits.train.texts, ctx.splits.train.labels, cfg.data.max_length)
@@ -297,7 +296,7 @@ def distill_settings(config: str | None, overrides: dict, flags: dict, out: str 
         flat.setdefault("model", base_model_path(teacher, read_json(teacher / MANIFEST)))
     d_raw = {**(saved.get("distill") or {}), **given, "teacher": str(teacher)}
     d = distill_config(d_raw, source=str(config or "flags"))
-    cfg = from_dict({**flat, "distill": dataclasses.asdict(d)}, source=str(config or "flags"))
+    cfg = from_dict({**flat, "distill": d}, source=str(config or "flags"))
     if saved and out is None:
         teacher_data = from_dict(saved, source=str(teacher.parent / RUN_MANIFEST)).data
         changed = [f.name for f in dataclasses.fields(teacher_data) if getattr(teacher_data, f.name) !=

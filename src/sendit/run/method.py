@@ -81,7 +81,7 @@ def train_method(
         feature_sec = time.perf_counter() - t0
     try:
         result = fit(trained, ctx.encoded["train"], ctx.encoded["val"], cfg.train, lr, acc, seed, loss_fn=loss_fn,
-                     checkpoint_dir=checkpoint, log=ctx.log, desc=label)
+                     checkpoint_dir=checkpoint, log=ctx.log, desc=label, precision=ctx.precision)
         result.runtime_sec += feature_sec  # the features are part of what this training cost
     except TrainingError as e:
         if e.result is None or not ctx.main():

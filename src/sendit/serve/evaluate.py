@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from sendit.run.lifecycle import open_run
 from sendit.config.schema import EMBEDDED_TEST_NAME, DataConfig
 from sendit.data.labels import BINARY
 from sendit.data.reading import EMBEDDED, read_test_file
@@ -25,6 +24,7 @@ from sendit.run.folder import (
     prediction_rows,
     versions,
 )
+from sendit.run.lifecycle import open_run
 from sendit.run.method import check_label
 from sendit.serve.model_folder import MANIFEST, load
 from sendit.train.metrics import classification_metrics

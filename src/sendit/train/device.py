@@ -20,9 +20,10 @@ from contextlib import AbstractContextManager
 
 import torch
 
+from sendit.config.fields import PRECISIONS
 from sendit.errors import ConfigError
 
-PRECISIONS = ("auto", "bf16", "fp32")
+RESOLVED = tuple(p for p in PRECISIONS if p != "auto")  # what a model runs in
 ENV = "SENDIT_PRECISION"
 
 
@@ -56,14 +57,16 @@ def forced_precision() -> str | None:
     value = os.environ.get(ENV, "").strip().lower()
     if not value or value == "auto":
         return None
-    if value not in ("bf16", "fp32"):
-        raise PrecisionError(f"{ENV}={os.environ[ENV]!r} is not a precision; set it to bf16 or fp32 (or unset it "
+    if value not in RESOLVED:
+        raise PrecisionError(f"{ENV}={os.environ[ENV]!r} is not a precision; set it to {' or '.join(RESOLVED)} (or unset it "
                              f"to let 'auto' follow the hardware).")
     return value
 
 
 def resolve_precision(precision: str, device: torch.device | None = None) -> str:
-    """'bf16' or 'fp32' for a requested 'auto', 'bf16' or 'fp32' on `device`."""
+    """'bf16' or 'fp32' for a requested 'auto', 'bf16' or 'fp32' on `device`: the one place a precision is
+    resolved, once per run (`run.lifecycle.Context.precision`, `sendit bench`) or per loaded model
+    (`serve.model_folder.load`)."""
     if precision not in PRECISIONS:
         raise PrecisionError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
     if precision != "auto":

@@ -214,13 +214,15 @@ def fit(
     desc: str = "train",
     max_batches: int | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
+    precision: str | None = None,
 ) -> FitResult:
     """Train `model` (already frozen/wrapped by its method) with AdamW and linear warm-up/decay, validate each
     epoch, stop early on validation F1, and leave the best epoch's weights in the model. `on_epoch(epoch, row)`
     sees each epoch's log row once it is checkpointed; an exception it raises (a pruned `sendit tune` trial)
     ends training there. Runtime and peak memory cover training and validation only, not the best-epoch
-    snapshots and checkpoint writes, and add up over a resumed run's segments."""
-    loop = _setup(model, train, cfg, lr, accelerator, loss_fn, max_batches)
+    snapshots and checkpoint writes, and add up over a resumed run's segments. `precision` ('bf16' or 'fp32') is
+    the run's, resolved once (`Context.precision`); None resolves `cfg.precision`, for a caller without a run."""
+    loop = _setup(model, train, cfg, lr, accelerator, loss_fn, max_batches, precision)
     result, best_state, bad_epochs, start_epoch = FitResult(), None, 0, 1
     if checkpoint_dir is not None and (checkpoint_dir / STATE).exists():
         try:
@@ -273,7 +275,7 @@ def fit(
 
 
 def _setup(model: nn.Module, train: Encoded, cfg: TrainConfig, lr: float, processes: Processes, loss_fn: LossFn,
-           max_batches: int | None) -> _Loop:
+           max_batches: int | None, precision: str | None = None) -> _Loop:
     world = processes.num_processes
     if cfg.batch_size % world:
         raise TrainingError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
@@ -291,7 +293,8 @@ def _setup(model: nn.Module, train: Encoded, cfg: TrainConfig, lr: float, proces
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     return _Loop(driven, model, optimizer, scheduler, [p for p in model.parameters() if p.requires_grad], cfg,
-                 processes, resolve_precision(cfg.precision, processes.device), loss_fn, batches_per_epoch,
+                 processes, precision or resolve_precision(cfg.precision, processes.device), loss_fn,
+                 batches_per_epoch,
                  steps_per_epoch)
 
 

@@ -25,7 +25,6 @@ from sendit.config.schema import RunConfig, TrainConfig, from_dict, method_confi
 from sendit.errors import ConfigError, TrainingError
 from sendit.methods import get_method, learning_rate
 from sendit.run.folder import STUDY_JOURNAL, TRIALS, atomic_write_csv
-from sendit.train.device import resolve_precision
 from sendit.train.engine import fit, training_loss
 from sendit.train.features import feature_model
 from sendit.train.measure import PeakMemory, count_parameters, resident_mb
@@ -190,13 +189,12 @@ def train_trial(ctx, name: str, params: dict, seed: int, attrs: dict, on_epoch: 
         with mem:  # computing the features is part of the trial that needed them: in its time and memory
             trained = None
             if features is not None and getattr(method, "frozen_features", False):
-                precision = resolve_precision(cfg.train.precision, device)
-                trained = feature_model(model, [ctx.encoded["train"], ctx.encoded["val"]], precision, features,
-                                        key=(cfg.model.model, seed, precision))
+                trained = feature_model(model, [ctx.encoded["train"], ctx.encoded["val"]], ctx.precision, features,
+                                        key=(cfg.model.model, seed, ctx.precision))
             if trained is None:  # no features (off, another method, or a head that reads whole sequences)
                 trained = model
             result = fit(trained, ctx.encoded["train"], ctx.encoded["val"], cfg.train, lr, ctx.accelerator, seed,
-                         log=lambda s: None, desc=desc, on_epoch=record, loss_fn=training_loss(
+                         log=lambda s: None, desc=desc, on_epoch=record, precision=ctx.precision, loss_fn=training_loss(
                              cfg.data.class_balance, ctx.splits.train.labels, len(ctx.splits.classes)))
         attrs["best_epoch"] = result.best_epoch
         return result.best_val_f1
