@@ -24,10 +24,10 @@ def _config(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     from sendit.recipes.compare import run
 
-    if args.resume:
-        from sendit.run.lifecycle import resumed_config
+    if args.resume:  # run() checks the folder, then reads the run's own config back (the lifecycle's resume)
+        from sendit.config.schema import load_config
 
-        cfg = resumed_config(Path(args.resume))
+        cfg = load_config(None, {"out": args.resume})
         ignored = [f"--{k.replace('_', '-')}" for k in config_overrides(args) if k != "out"]
         ignored += ["--config"] if args.config else []
         if ignored:

@@ -138,26 +138,7 @@ def _add_model_commands(sub) -> None:
     _add_precision_flag(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("serve", help="serve a model folder over HTTP: POST /predict, GET /health, GET /model",
-                       description="An HTTP service (FastAPI + uvicorn; pip install 'sendit[serve]') that answers "
-                       "POST /predict {\"texts\": [...]} with sendit predict's fields and numbers; concurrent "
-                       "requests are predicted together. SIGTERM or Ctrl-C stops it after answering every request "
-                       "in flight. See docs/use-the-winner.md.")
-    p.add_argument("model_dir", help="a model folder written by a run (RUN_DIR/<method>) or by sendit export")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; default: "
-                   "127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port; default: 8000)")
-    _add_precision_flag(p)
-    p.add_argument("--max-batch", type=int, default=64, metavar="N", help="most texts predicted in one model call "
-                   "(default: 64)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS", help="how long a request waits for "
-                   "others to share its model call (default: 5; 0: only requests already queued)")
-    p.add_argument("--max-texts", type=int, default=256, metavar="N", help="most texts per request (default: 256)")
-    p.add_argument("--max-body-bytes", type=int, default=1_000_000, metavar="N", help="largest request body "
-                   "(default: 1000000)")
-    p.add_argument("--max-text-chars", type=int, default=5_000, metavar="N", help="longest text, in characters "
-                   "(default: 5000)")
-    p.set_defaults(func=cmd_serve)
+    _add_serve_command(sub)
 
     from sendit.serve.export import export_command  # torch-free import; torch loads when the command runs
 
@@ -210,3 +191,25 @@ def _add_data_commands(sub) -> None:
     p.set_defaults(func=cmd_methods)
 
 
+def _add_serve_command(sub) -> None:
+    """sendit serve: the HTTP service and its limits."""
+    p = sub.add_parser("serve", help="serve a model folder over HTTP: POST /predict, GET /health, GET /model",
+                       description="An HTTP service (FastAPI + uvicorn; pip install 'sendit[serve]') that answers "
+                       "POST /predict {\"texts\": [...]} with sendit predict's fields and numbers; concurrent "
+                       "requests are predicted together. SIGTERM or Ctrl-C stops it after answering every request "
+                       "in flight. See docs/use-the-winner.md.")
+    p.add_argument("model_dir", help="a model folder written by a run (RUN_DIR/<method>) or by sendit export")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; default: "
+                   "127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port; default: 8000)")
+    _add_precision_flag(p)
+    p.add_argument("--max-batch", type=int, default=64, metavar="N", help="most texts predicted in one model call "
+                   "(default: 64)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS", help="how long a request waits for "
+                   "others to share its model call (default: 5; 0: only requests already queued)")
+    p.add_argument("--max-texts", type=int, default=256, metavar="N", help="most texts per request (default: 256)")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, metavar="N", help="largest request body "
+                   "(default: 1000000)")
+    p.add_argument("--max-text-chars", type=int, default=5_000, metavar="N", help="longest text, in characters "
+                   "(default: 5000)")
+    p.set_defaults(func=cmd_serve)

@@ -94,21 +94,9 @@ def train_method(
         raise TrainingError(f"{e} Saved in {folder}.", e.result) from None
     acc.wait_for_everyone()
     model = acc.unwrap(model)
-    saved_mb = save_model_folder(model, ctx.tokenizer, folder, name, base_model or cfg.model.model, info) if ctx.main() else 0.0
-    inference_model = method.merge(model)
-    inference_model.eval()
-    merged_params = sum(p.numel() for p in inference_model.parameters())
-    summary_rows, predicted = [], []
-    for test_name, enc in ctx.encoded_tests.items():
-        p = predict(inference_model, enc, acc, cfg.train.eval_batch_size, precision=ctx.precision,
-                    desc=f"{label} on {test_name}")
-        m = classification_metrics(enc.labels, p.preds, len(classes))
-        summary_rows.append(metrics_row(m, p.seconds, p.tweets_per_sec, label, seed, test_name,
-                                        params=merged_params, model_size_mb=merged_params * 4 / 2**20))
-        predicted += prediction_rows(ctx.test_sets[test_name].texts, enc.labels, p.preds, p.probs, label,
-                                     seed, test_name, classes)
-        ctx.log(f"{label} (seed {seed}) on {test_name} ({m['n']} tweets): accuracy {m['accuracy']:.4f}  "
-                f"F1 {m['f1_macro']:.4f}  ({p.tweets_per_sec:.0f} tweets/s)")
+    saved_mb = (save_model_folder(model, ctx.tokenizer, folder, name, base_model or cfg.model.model, info)
+                if ctx.main() else 0.0)
+    summary_rows, predicted = _test(ctx, method.merge(model), label, seed)
     row = {
         "best_val_f1": result.best_val_f1, "val_accuracy": result.best_val_accuracy,
         "runtime_sec": result.runtime_sec, "memory_delta_mb": result.memory_delta_mb, "method": label,
@@ -126,3 +114,22 @@ def train_method(
         append_rows(ctx.run_dir, RESULTS, label, [row], replace_seed=seed)
         shutil.rmtree(checkpoint, ignore_errors=True)
     return row
+
+
+def _test(ctx: Context, inference_model: torch.nn.Module, label: str, seed: int) -> tuple[list[dict], list[dict]]:
+    """The trained model (the method merged in) on every test set of the run: summary rows and prediction rows."""
+    inference_model.eval()
+    merged_params = sum(p.numel() for p in inference_model.parameters())
+    classes = ctx.splits.classes
+    summary_rows, predicted = [], []
+    for test_name, enc in ctx.encoded_tests.items():
+        p = predict(inference_model, enc, ctx.accelerator, ctx.cfg.train.eval_batch_size, precision=ctx.precision,
+                    desc=f"{label} on {test_name}")
+        m = classification_metrics(enc.labels, p.preds, len(classes))
+        summary_rows.append(metrics_row(m, p.seconds, p.tweets_per_sec, label, seed, test_name,
+                                        params=merged_params, model_size_mb=merged_params * 4 / 2**20))
+        predicted += prediction_rows(ctx.test_sets[test_name].texts, enc.labels, p.preds, p.probs, label,
+                                     seed, test_name, classes)
+        ctx.log(f"{label} (seed {seed}) on {test_name} ({m['n']} tweets): accuracy {m['accuracy']:.4f}  "
+                f"F1 {m['f1_macro']:.4f}  ({p.tweets_per_sec:.0f} tweets/s)")
+    return summary_rows, predicted
