@@ -127,7 +127,7 @@ def _with_tokenizer(ctx: Context, tokenizer) -> Context:
 def distill_stage(ctx: Context, stage: Stage, teacher_dir: Path, d: DistillConfig, seed: int) -> Path:
     """One student: teacher logits (cached) -> student init -> fit with the KD loss -> save -> test. Returns the
     student's model folder (the next stage's teacher)."""
-    cfg, acc = ctx.cfg, ctx.accelerator
+    cfg, accelerator = ctx.cfg, ctx.accelerator
     folder = ctx.run_dir / model_folder_name(stage.label, seed, cfg.seed_list()[0])
     if folder.resolve() == teacher_dir.resolve():
         raise ConfigError(f"the student {stage.label} would overwrite its teacher {teacher_dir}; choose another "
@@ -137,7 +137,7 @@ def distill_stage(ctx: Context, stage: Stage, teacher_dir: Path, d: DistillConfi
     teacher_tok = load_tokenizer(str(teacher_dir))
     train = encode(teacher_tok, ctx.splits.train.texts, ctx.splits.train.labels, cfg.data.max_length)
     soft, cache = cached_teacher_logits(teacher, teacher_dir, train, cfg.data.max_length, ctx.run_dir / CACHE,
-                                        acc, cfg.train.eval_batch_size, ctx.log, precision=precision)
+                                        accelerator, cfg.train.eval_batch_size, ctx.log, precision=precision)
     if ctx.main():
         shutil.rmtree(folder, ignore_errors=True)  # no files of an earlier student of this name stay behind
     if stage.student_model:
@@ -152,7 +152,7 @@ def distill_stage(ctx: Context, stage: Stage, teacher_dir: Path, d: DistillConfi
         if ctx.main():
             student_from_teacher(teacher().model, stage.layers).save_pretrained(folder / STUDENT_BASE)
             tok.save_pretrained(folder / STUDENT_BASE)
-    acc.wait_for_everyone()
+    accelerator.wait_for_everyone()
     teacher.cache_clear()  # the teacher's memory is the student's from here on
     base_path = base_model_path(folder, {"base_model": base})
 

@@ -56,14 +56,14 @@ def train_method(
     `features` (a cache, from `sendit tune`): a head-only method trains on the frozen model's features, as its
     trials did (features.py); the head trained is the model's own, so saving and testing are unchanged."""
     label, method = check_label(label or name), get_method(name)
-    cfg, acc, classes = ctx.cfg, ctx.accelerator, ctx.splits.classes
+    cfg, accelerator, classes = ctx.cfg, ctx.accelerator, ctx.splits.classes
     loss_fn = loss_fn or training_loss(cfg.data.class_balance, ctx.splits.train.labels, len(classes))
     set_seed(seed)
-    baseline_mb = resident_mb(acc.device)  # what earlier work holds: not this training's memory
+    baseline_mb = resident_mb(accelerator.device)  # what earlier work holds: not this training's memory
     base = model_factory() if model_factory else load_model(
         cfg.model.model, ctx.tokenizer, cfg.model.trust_remote_code, announce=True, classes=classes)
     with quiet_libraries():  # peft's FutureWarnings about transformers internals
-        model = method.prepare(base, cfg.method).to(acc.device)
+        model = method.prepare(base, cfg.method).to(accelerator.device)
     params = count_parameters(model)
     lr = learning_rate(name, cfg.train.lr, cfg.method.method_lr)
     ctx.log(f"{label} (seed {seed}): {params['trainable_params']:,} of {params['total_params']:,} parameters "
@@ -80,20 +80,20 @@ def train_method(
                                 key=(cfg.model.model, seed, ctx.precision)) or model
         feature_sec = time.perf_counter() - t0
     try:
-        result = fit(trained, ctx.encoded["train"], ctx.encoded["val"], cfg.train, lr, acc, seed, loss_fn=loss_fn,
+        result = fit(trained, ctx.encoded["train"], ctx.encoded["val"], cfg.train, lr, accelerator, seed, loss_fn=loss_fn,
                      checkpoint_dir=checkpoint, log=ctx.log, desc=label, precision=ctx.precision)
         result.runtime_sec += feature_sec  # the features are part of what this training cost
     except TrainingError as e:
         if e.result is None or not ctx.main():
             raise
         # The model holds its best epoch's weights: keep them and the epochs that did run, then report.
-        save_model_folder(acc.unwrap(model), ctx.tokenizer, folder, name, base_model or cfg.model.model,
+        save_model_folder(accelerator.unwrap(model), ctx.tokenizer, folder, name, base_model or cfg.model.model,
                           {**info, "best_epoch": e.result.best_epoch, "failed": str(e)})
         logs = [{**h, "method": label, "seed": seed} for h in e.result.history]
         append_rows(ctx.run_dir, EPOCH_LOGS, label, logs, replace_seed=seed)
         raise TrainingError(f"{e} Saved in {folder}.", e.result) from None
-    acc.wait_for_everyone()
-    model = acc.unwrap(model)
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap(model)
     saved_mb = (save_model_folder(model, ctx.tokenizer, folder, name, base_model or cfg.model.model, info)
                 if ctx.main() else 0.0)
     summary_rows, predicted = _test(ctx, method.merge(model), label, seed)

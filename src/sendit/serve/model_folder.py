@@ -12,7 +12,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from torch import nn
 
 from sendit.data.dataset import normalize_tweet
@@ -174,9 +173,3 @@ def base_model_path(folder: str | Path, manifest: dict) -> str:
     """The manifest's base model; "./base"-style paths are relative to the model folder, so it can be moved."""
     base = str(manifest["base_model"])
     return str(Path(folder) / base) if base.startswith(("./", "../")) else base
-
-
-def probs_to_frame(texts: list[str], probs: np.ndarray):
-    import pandas as pd
-
-    return pd.DataFrame({"text": texts, "prediction": probs.argmax(-1), "prob_positive": probs[:, 1]})
