@@ -8,7 +8,6 @@ Every node reads the data itself: `embedded` and hub data work anywhere, a file 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from datetime import datetime
@@ -20,7 +19,7 @@ import torch
 from sendit.config.schema import from_dict
 from sendit.config.tune import TuneConfig
 from sendit.errors import ConfigError
-from sendit.recipes.tune.trials import TRIAL_COLUMNS, TrialFailed, default_params, train_trial
+from sendit.recipes.tune.trials import TRIAL_COLUMNS, TrialFailed, default_params, train_trial, trial_row
 from sendit.run.context import Context
 from sendit.run.folder import RAY, TRIALS, atomic_write_csv
 
@@ -138,23 +137,14 @@ def trial_rows(method: str, results: list) -> pd.DataFrame:
         accs = df["val_accuracy"].tolist() if "val_accuracy" in df else []
         last = df.iloc[-1].to_dict() if len(df) else {}
         state = "failed" if r.error else "complete" if finished else "pruned"
-        best = max(range(len(f1s)), key=f1s.__getitem__) if f1s else None
         start = df["timestamp"].min() if "timestamp" in df and len(df) else None  # None: failed before a report
         tag = re.search(r"_[0-9a-f]{8}_(\d+)(?:_|$)", Path(r.path).name) if r.path else None
-        rows.append({
-            "order": int(tag.group(1)) if tag else len(rows) + 10**6, "method": method, "state": state,
-            "objective": None if state == "failed" or not f1s else max(f1s) if state == "complete" else f1s[-1],
-            "best_val_accuracy": accs[best] if best is not None else None,
-            "best_val_f1": f1s[best] if best is not None else None, "best_epoch": best + 1 if best is not None else None,
-            "epochs_run": len(f1s), "val_accuracy_by_epoch": json.dumps([round(x, 6) for x in accs]),
-            "val_f1_by_epoch": json.dumps([round(x, 6) for x in f1s]), "lr": last.get("lr"),
-            "params": json.dumps(r.config, sort_keys=True), "trainable_params": last.get("trainable_params"),
-            "time_sec": last.get("time_sec"), "peak_memory_mb": last.get("peak_memory_mb"),
-            "load_avg_1m": last.get("load_avg_1m"), "cores": last.get("cores"), "worker": last.get("worker"),
-            "started": datetime.fromtimestamp(start).isoformat(timespec="seconds") if start is not None else None,
-            "note": f"failed: {' '.join(str(r.error).split())[:300]}" if r.error else
-                    "" if state == "complete" else f"stopped by ASHA after epoch {len(f1s)}",
-        })
+        rows.append({"order": int(tag.group(1)) if tag else len(rows) + 10**6, **trial_row(
+            method, state, None if state == "failed" or not f1s else max(f1s) if state == "complete" else f1s[-1],
+            f1s, accs, r.config, last,
+            datetime.fromtimestamp(start).isoformat(timespec="seconds") if start is not None else None,
+            f"failed: {' '.join(str(r.error).split())[:300]}" if r.error else
+            "" if state == "complete" else f"stopped by ASHA after epoch {len(f1s)}")})
     if not rows:
         return pd.DataFrame(columns=TRIAL_COLUMNS)
     # Ray numbers trials in the order the search algorithm created them, in each trial's folder name

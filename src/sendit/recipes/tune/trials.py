@@ -274,26 +274,33 @@ def mark_interrupted(study: optuna.Study) -> int:
     return len(stale)
 
 
+def trial_row(method: str, state: str, objective: float | None, f1s: list, accs: list, params: dict, attrs: dict,
+              started: str | None, note: str) -> dict:
+    """One row of trials.csv, for either backend: the epochs' validation scores, the best epoch's, and what the
+    trial recorded of itself (`attrs`: lr, trainable_params, time_sec, peak_memory_mb, load_avg_1m, cores,
+    worker). `trial` is numbered by the caller."""
+    best = max(range(len(f1s)), key=f1s.__getitem__) if f1s else None
+    return {
+        "method": method, "state": state, "objective": objective,
+        "best_val_accuracy": accs[best] if best is not None else None,
+        "best_val_f1": f1s[best] if best is not None else None, "best_epoch": best + 1 if best is not None else None,
+        "epochs_run": len(f1s), "val_accuracy_by_epoch": json.dumps([round(x, 6) for x in accs]),
+        "val_f1_by_epoch": json.dumps([round(x, 6) for x in f1s]), "params": json.dumps(params, sort_keys=True),
+        **{k: attrs.get(k) for k in ("lr", "trainable_params", "time_sec", "peak_memory_mb", "load_avg_1m", "cores",
+                                     "worker")},
+        "started": started, "note": note,
+    }
+
+
 def trials_frame(studies: dict[str, optuna.Study]) -> pd.DataFrame:
     rows = []
     for method, study in studies.items():
         for t in study.get_trials(deepcopy=False):
             a = t.user_attrs
-            f1s, accs = a.get("val_f1_by_epoch", []), a.get("val_accuracy_by_epoch", [])
-            best = max(range(len(f1s)), key=f1s.__getitem__) if f1s else None
-            rows.append({
-                "method": method, "trial": t.number, "state": STATES.get(t.state, t.state.name.lower()),
-                "objective": t.value, "best_val_accuracy": accs[best] if best is not None else None,
-                "best_val_f1": f1s[best] if best is not None else None,
-                "best_epoch": best + 1 if best is not None else None, "epochs_run": len(f1s),
-                "val_accuracy_by_epoch": json.dumps([round(x, 6) for x in accs]),
-                "val_f1_by_epoch": json.dumps([round(x, 6) for x in f1s]), "lr": a.get("lr"),
-                "params": json.dumps(t.params, sort_keys=True), "trainable_params": a.get("trainable_params"),
-                "time_sec": a.get("time_sec"), "peak_memory_mb": a.get("peak_memory_mb"),
-                "load_avg_1m": a.get("load_avg_1m"), "cores": a.get("cores"), "worker": a.get("worker"),
-                "started": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
-                "note": a.get("note", ""),
-            })
+            rows.append({"trial": t.number, **trial_row(
+                method, STATES.get(t.state, t.state.name.lower()), t.value, a.get("val_f1_by_epoch", []),
+                a.get("val_accuracy_by_epoch", []), t.params, a,
+                t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None, a.get("note", ""))})
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 
