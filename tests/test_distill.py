@@ -17,7 +17,7 @@ from helpers import OPT_TOKENIZER, paths_atol, save_tiny_opt, tiny_opt_config, t
 from safetensors.torch import load_file, save_file
 
 from sendit.recipes import distill as D
-from sendit.train import students as S
+from sendit.recipes.distill import students as S
 from sendit.cli import main
 from sendit.config.schema import CONFIG_DIR, EMBEDDED_TEST_NAME, HELDOUT_NAME, load_config
 from sendit.errors import ConfigError

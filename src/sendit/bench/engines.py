@@ -192,7 +192,7 @@ def bench_training(b: Bench, name: str, texts: list[str], train, val) -> Path:
 
     from sendit.config.schema import MethodConfig
     from sendit.methods import get_method, learning_rate
-    from sendit.serve.model_folder import save_model_folder
+    from sendit.run.model_folder import save_model_folder
     from sendit.train.measure import count_parameters
     from sendit.train.models import load_model
 

@@ -1,6 +1,7 @@
 """BitFit (Ben Zaken et al., 2022): train every bias term and the classification head, nothing else."""
 
-from sendit.methods import partial, register
+import sendit.methods.partial as partial
+from sendit.methods.registry import register
 
 
 def bias_names(model) -> set[str]:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from sendit.methods import register
+from sendit.methods.registry import register
 
 
 class Full:

@@ -1,6 +1,7 @@
 """Head-only (linear probe): the backbone is frozen, only the classification head trains."""
 
-from sendit.methods import partial, register
+import sendit.methods.partial as partial
+from sendit.methods.registry import register
 
 
 class Head:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sendit.config.fields import check, names, setting
-from sendit.methods import TARGET_MODULES_HELP, register, target_modules_problem
+from sendit.methods.registry import TARGET_MODULES_HELP, register, target_modules_problem
 from sendit.methods.adapter import PeftAdapter
 
 TARGETS = {

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sendit.config.fields import check, names, setting
-from sendit.methods import TARGET_MODULES_HELP, register, target_modules_problem
+from sendit.methods.registry import TARGET_MODULES_HELP, register, target_modules_problem
 from sendit.methods.adapter import PeftAdapter
 
 if TYPE_CHECKING:

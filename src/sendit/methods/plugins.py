@@ -32,7 +32,7 @@ def load_plugins() -> None:
     _loaded = True  # before importing: a plugin that reads the registry while it loads must not start this again
     from importlib.metadata import entry_points
 
-    from sendit.methods import METHODS
+    from sendit.methods.registry import METHODS
 
     seen: set[str] = set()
     for ep in entry_points(group=GROUP):
@@ -58,7 +58,7 @@ def load_plugins() -> None:
 def _register_entry_point(obj: Any) -> None:
     import inspect
 
-    from sendit.methods import METHODS, register
+    from sendit.methods.registry import METHODS, register
 
     if inspect.ismodule(obj):  # the module registered its methods when it was imported
         return

@@ -24,7 +24,7 @@ from sendit.run.folder import (
     model_folder_name,
     prediction_rows,
 )
-from sendit.serve.model_folder import save_model_folder
+from sendit.run.model_folder import save_model_folder
 from sendit.train.engine import LossFn, fit, predict, training_loss
 from sendit.train.measure import count_parameters, resident_mb
 from sendit.train.metrics import classification_metrics

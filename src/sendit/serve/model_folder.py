@@ -1,4 +1,4 @@
-"""Saved model folders: writing them, loading them back, and predicting with them.
+"""Saved model folders: loading them back and predicting with them (run/model_folder.py writes them).
 
 A model folder (RUN_DIR/<method>) holds `sendit_model.json` (method, base model, preprocessing), the tokenizer,
 and what the method trained: a peft adapter (lora, dora, ia3), the trained tensors (bitfit, head), or the whole
@@ -8,7 +8,6 @@ model (full).
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,40 +15,15 @@ from torch import nn
 
 from sendit.data.dataset import normalize_tweet
 from sendit.errors import ModelError
-from sendit.fileio import as_write_error
-from sendit.methods import Method, get_method
+from sendit.methods import Method
 from sendit.run.folder import MODEL_MANIFEST as MANIFEST  # noqa: E402
-from sendit.run.folder import atomic_write_text
+from sendit.run.model_folder import save_model_folder  # noqa: F401  (sendit.serve.model_folder.save_model_folder)
 from sendit.serve.onnx_folder import OnnxModel, is_onnx_folder, load_onnx
 from sendit.train.batching import encode
 from sendit.train.device import default_device, resolve_precision
 from sendit.train.engine import Predictions, predict
-from sendit.train.measure import size_mb
 from sendit.train.models import load_model, load_tokenizer
 from sendit.verbosity import quiet_libraries
-
-
-def save_model_folder(model: nn.Module, tokenizer, folder: Path, method: str, base_model: str, info: dict) -> float:
-    """Write a model folder; returns the size in MB of the weights the method saved. The manifest is written last
-    and an earlier one removed first, so a folder whose writing failed (a full disk) never looks complete."""
-    folder = Path(folder)
-    new = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MANIFEST).unlink(missing_ok=True)
-    try:
-        with quiet_libraries():  # transformers' "Writing model shards" bar
-            weights = get_method(method).save(model, folder)
-        tokenizer.save_pretrained(folder)
-        manifest = {"method": method, "base_model": base_model, **method_package(method), **info}
-        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
-    except Exception as e:
-        if new:
-            shutil.rmtree(folder, ignore_errors=True)
-        full = as_write_error(e, folder)  # safetensors' and tokenizers' own types for a full disk
-        if full is None or full is e:
-            raise
-        raise full from e
-    return size_mb(weights)
 
 
 @dataclass
@@ -140,14 +114,6 @@ def load(folder: str | Path, merge: bool = True, precision: str = "auto",
     for p in model.parameters():
         p.requires_grad_(False)
     return SenditModel(model, tokenizer, manifest, resolve_precision(precision, device))
-
-
-def method_package(method: str) -> dict:
-    """The manifest's record of the package that provided a method from another package (none for sendit's own),
-    so that a machine without it can say what to install."""
-    from sendit.methods.plugins import ORIGINS
-
-    return {"method_package": ORIGINS[method]} if method in ORIGINS else {}
 
 
 def method_of(folder: Path, name: str, package: dict | None) -> Method:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from sendit.config.schema import DataConfig
-from sendit.data.formats import Format, Request, StreamRequest, register_format
+from sendit.data.formats.registry import Format, Request, StreamRequest, register_format
 from sendit.data.rows import Table, collect, find_columns
 from sendit.errors import ConfigError, DataError
 from sendit.fileio import format_problem, read_all

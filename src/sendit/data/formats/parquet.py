@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import BinaryIO
 
-from sendit.data.formats import Format, StreamRequest, peek, register_format
+from sendit.data.formats.registry import Format, StreamRequest, peek, register_format
 
 
 def stream(source: BinaryIO, where: str, request: StreamRequest):

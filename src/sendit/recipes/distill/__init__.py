@@ -10,7 +10,7 @@ the teacher's own architecture with fewer layers, initialised from a subset of t
 Sanh et al., 2019), or any other model. A chain (`--chain 12,6,3`) distils stage by stage, each stage's teacher
 being the previous stage's fine-tuned model (teacher assistants, Mirzadeh et al., 2020).
 
-This module plans the stages and runs them; the loss, the student surgery and the cache are sendit.train.students.
+This module plans the stages and runs them; the loss, the student surgery and the cache are sendit.recipes.distill.students.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from sendit.serve.model_folder import MANIFEST, base_model_path, load
 from sendit.train.batching import encode
 from sendit.train.engine import class_weights
 from sendit.train.models import load_model, load_tokenizer, num_layers, resolve
-from sendit.train.students import cached_teacher_logits, default_layers, kd_loss, read_json, student_from_teacher
+from sendit.recipes.distill.students import cached_teacher_logits, default_layers, kd_loss, read_json, student_from_teacher
 
 
 # ------------------------------------------------------------------------------------------------ stages
