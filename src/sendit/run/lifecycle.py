@@ -81,6 +81,17 @@ def prepare_run_dir(out: str | None, resume: bool = False, overwrite: bool = Fal
     return run_dir
 
 
+def check_added_to(run_dir: Path, what: str) -> Path:
+    """A run folder that a command adds jobs to (sendit distill: students into the teacher's run folder, or a new
+    one): it must be a sendit run folder, empty, or not there yet; it is never cleared."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out '{run_dir}' is a file; the run folder must be a folder. Pass another --out.")
+    if run_dir.exists() and [e for e in run_dir.iterdir() if e.name != LOCK] and not is_run_folder(run_dir):
+        raise ConfigError(f"--out '{run_dir}' already exists, is not empty and is not a sendit run folder, so no "
+                          f"{what} are written into it. Pass another --out.")
+    return run_dir
+
+
 def run_sources(cfg: RunConfig) -> dict[str, str | None]:
     """The files and folders a run reads, by flag: a folder that holds one is never deleted."""
     return {"--data": cfg.data.data, "--test-file": cfg.data.test_file, "--extra-train-file": cfg.data.extra_train_file,

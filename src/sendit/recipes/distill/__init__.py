@@ -40,19 +40,17 @@ from sendit.run.folder import (
     CACHE,
     EPOCH_LOGS,
     INFERENCE_SUMMARY,
-    LOCK,
     PREDICTIONS,
     RESULTS,
     RUN_MANIFEST,
     STUDENT_BASE,
     atomic_write_json,
-    is_run_folder,
     model_folder_name,
     read_manifest,
     start_manifest,
     update_manifest,
 )
-from sendit.run.lifecycle import Job, finish_run, open_run, run_jobs
+from sendit.run.lifecycle import Job, check_added_to, finish_run, open_run, run_jobs
 from sendit.run.method import train_method
 from sendit.serve.model_folder import MANIFEST, base_model_path, load
 from sendit.train.batching import encode
@@ -196,9 +194,7 @@ def distill(cfg: RunConfig, d: DistillConfig, out: str | Path | None = None, rep
     get_method(d.method)  # fail on a typo before any work
     stages = plan_stages(d, model_depth(teacher))
     run_dir = Path(out) if out else teacher.parent
-    if run_dir.exists() and [e for e in run_dir.iterdir() if e.name != LOCK] and not is_run_folder(run_dir):
-        raise ConfigError(f"--out '{run_dir}' already exists, is not empty and is not a sendit run folder, so no "
-                          f"students are written into it. Pass another --out.")
+    check_added_to(run_dir, "students")
     splits = load_data(cfg)  # every data file read before anything is written
     taught = tuple(read_json(teacher / MANIFEST).get("labels") or BINARY)
     if taught != splits.classes:
