@@ -38,8 +38,8 @@ def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False, report: b
             start_manifest(run_dir, cfg.to_dict(), cfg.seed_list(), run_hardware(ctx), ctx.splits.summary(),
                            methods=cfg.method.methods, method_info=method_info(cfg.method.methods))
         log(_plan(ctx))
-        jobs = [Job(f"{name}/seed{seed}", lambda name=name, seed=seed: train_method(ctx, name, seed))
-                for seed in cfg.seed_list() for name in cfg.method.methods]
+        jobs = [Job(f"{name}/seed{seed}", lambda name=name, seed=seed: train_method(ctx, name, seed),
+                    title=f"{name}, seed {seed}") for seed in cfg.seed_list() for name in cfg.method.methods]
         run_jobs(run_dir, jobs, log, main=ctx.main())
         if ctx.main():
             _print_dropped(ctx, log)

@@ -48,7 +48,7 @@ def check_run_dir(out: str | None, resume: bool = False, overwrite: bool = False
         raise ConfigError(f"--out '{run_dir}': no permission to write in '{existing}'. Pass another --out.")
     if resume:
         if not (run_dir / RUN_MANIFEST).exists():
-            raise ConfigError(f"--resume {run_dir}: no run.json there, so there is nothing to resume.")
+            raise ConfigError(f"--resume {run_dir}: no {RUN_MANIFEST} with a config there, nothing to resume.")
         if not is_run_folder(run_dir):
             raise ConfigError(f"--resume {run_dir}: its run.json was not written by sendit, so there is nothing to "
                               f"resume.")
@@ -105,8 +105,7 @@ def resumed_config(run_dir: Path) -> RunConfig:
 
     saved = read_manifest(run_dir).get("config")
     if not saved:
-        raise ConfigError(f"--resume {run_dir}: no {RUN_MANIFEST} with a config there, so there is nothing to "
-                          f"resume.")
+        raise ConfigError(f"--resume {run_dir}: no {RUN_MANIFEST} with a config there, nothing to resume.")
     return from_dict({**saved, "out": str(run_dir)}, source=str(run_dir / RUN_MANIFEST))
 
 
@@ -135,6 +134,7 @@ class Job:
     key: str
     run: Callable[[], object]
     needs: str | None = None
+    title: str | None = None  # how the progress line names it (default: the key)
 
 
 def run_jobs(run_dir: Path, jobs: list[Job], log: Callable[[str], None], main: bool = True) -> dict:
@@ -143,15 +143,15 @@ def run_jobs(run_dir: Path, jobs: list[Job], log: Callable[[str], None], main: b
     status: dict = read_manifest(run_dir).get("status", {})
     seconds, finished = 0.0, 0
     for i, job in enumerate(jobs, 1):
-        where = f"[{i}/{len(jobs)}] {job.key}"
+        where = f"[{i}/{len(jobs)}] "
         if status.get(job.key) == "done":
-            log(f"{where}: already done, skipped")
+            log(f"{where}{job.key}: already done, skipped")
             continue
         if job.needs is not None and status.get(job.needs) != "done":
             status[job.key] = f"failed: it needs {job.needs}, which did not finish"
-            log(f"{where} not tried: it needs {job.needs}, which did not finish")
+            log(f"{where}{job.key} not tried: it needs {job.needs}, which did not finish")
         else:
-            log(where + _time_left(seconds, finished, len(jobs) - i + 1))
+            log(where + (job.title or job.key) + _time_left(seconds, finished, len(jobs) - i + 1))
             started = time.perf_counter()
             try:
                 job.run()
