@@ -47,7 +47,8 @@ def check_run_dir(out: str | None, resume: bool = False, overwrite: bool = False
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--out '{run_dir}': no permission to write in '{existing}'. Pass another --out.")
     if resume:
-        if not (run_dir / RUN_MANIFEST).exists():
+        # read_manifest names a damaged run.json (not JSON, a list); one without a config is nobody's run to resume
+        if not (run_dir / RUN_MANIFEST).exists() or not read_manifest(run_dir).get("config"):
             raise ConfigError(f"--resume {run_dir}: no {RUN_MANIFEST} with a config there, nothing to resume.")
         if not is_run_folder(run_dir):
             raise ConfigError(f"--resume {run_dir}: its run.json was not written by sendit, so there is nothing to "
