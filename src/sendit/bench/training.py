@@ -15,7 +15,6 @@ Results go to a run folder (`runs/bench-<time>/` by default), never into the sou
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import statistics
@@ -100,22 +99,6 @@ class BenchConfig:
     bf16: str = setting("auto", "--inference: torch bf16 'auto' (where precision auto picks bf16), 'on' or 'off'",
                         choices=("auto", "on", "off"))
     bf16_tweets: int = setting(64, "--inference --bf16 on, on a host without bf16 units: the tweets it times", low=1)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """One flag per BenchConfig field, with the value names and defaults every other command shows."""
-    from sendit.config.flags import add_field_flags
-
-    add_field_flags(p, dataclasses.fields(BenchConfig), switches=True)
-
-
-def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    """Flags -> BenchConfig, through the one coercion of every config (`sendit.config.fields`), then the ranges."""
-    from sendit.config.fields import coerce
-
-    kw = {f.name: coerce(BenchConfig, f.name, getattr(args, f.name)) for f in dataclasses.fields(BenchConfig)
-          if getattr(args, f.name, None) not in (None, False)}
-    return validate(BenchConfig(**kw))
 
 
 def validate(cfg: BenchConfig) -> BenchConfig:
@@ -351,8 +334,3 @@ def write_results(results: dict, out: str) -> tuple[Path, Path]:
     atomic_write_json(results, json_path)
     atomic_write_csv(pd.DataFrame(results["summary"], columns=SUMMARY_COLUMNS), csv_path)
     return json_path, csv_path
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    run_bench(config_from_args(args))
-    return 0

@@ -87,7 +87,31 @@ def _reading_config(args: argparse.Namespace, **given):
 def cmd_predict(args: argparse.Namespace) -> int:
     from sendit.serve.predict import predict_command
 
-    return predict_command(args)
+    return predict_command(args.model_dir, args.texts, args.input, args.output, args.text_column, args.batch_size,
+                           args.chunk_size, args.bad_rows, args.precision)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sendit.serve.export import export
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    out = export(args.model_dir, args.out, merge=args.merge, overwrite=args.overwrite, format=args.format,
+                 quantize=args.quantize, min_agreement=args.min_agreement, force=args.force, log=log)
+    print(f"exported {args.model_dir} -> {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Flags -> BenchConfig, through the one coercion of every config (`sendit.config.fields`), then its checks."""
+    from sendit.bench.training import BenchConfig, run_bench, validate
+    from sendit.config.fields import coerce
+
+    kw = {f.name: coerce(BenchConfig, f.name, getattr(args, f.name)) for f in dataclasses.fields(BenchConfig)
+          if getattr(args, f.name, None) not in (None, False)}
+    run_bench(validate(BenchConfig(**kw)))
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -132,7 +156,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if e.name != "optuna":
             raise
         raise ConfigError("sendit tune needs Optuna; install it with pip install 'sendit[tune]'.") from None
-    from sendit.config.tune import tune_overrides
+    from sendit.config.flags import tune_overrides
 
     overrides, tune_flags = config_overrides(args), tune_overrides(args)
     cfg, tcfg = tune_settings(args.config, overrides, tune_flags, args.resume)

@@ -7,9 +7,11 @@ import dataclasses
 
 from sendit.cli.commands import (
     READING_FIELDS,
+    cmd_bench,
     cmd_data,
     cmd_distill,
     cmd_evaluate,
+    cmd_export,
     cmd_methods,
     cmd_predict,
     cmd_report,
@@ -19,7 +21,7 @@ from sendit.cli.commands import (
     cmd_tune,
 )
 from sendit.config.distill import DistillConfig
-from sendit.config.flags import add_config_flags, add_field_flags
+from sendit.config.flags import add_config_flags, add_field_flags, add_tune_flags
 from sendit.config.schema import DataConfig
 
 ALIASES = {"data": ["--data"], "model": ["--model"], "methods": ["--methods"], "method": ["--method"]}
@@ -77,13 +79,11 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_train)
 
-    from sendit.config.tune import add_arguments as add_tune_arguments
-
     p = sub.add_parser("tune", help="tune every method under one budget, retrain the best over seeds, compare",
                        description="Search each method's hyperparameters (Optuna TPE, validation only, the same "
                        "budget per method), retrain the best with every seed, test and report. docs/tuning.md.")
     add_config_flags(p)
-    add_tune_arguments(p)
+    add_tune_flags(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped sweep: finished trials and confirmed "
                    "runs are kept")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -140,7 +140,6 @@ def _add_model_commands(sub) -> None:
 
     _add_serve_command(sub)
 
-    from sendit.serve.export import export_command  # torch-free import; torch loads when the command runs
 
     p = sub.add_parser("export", help="write a model folder as a standard Hugging Face folder (plain transformers) or ONNX")
     p.add_argument("model_dir", help="a model folder written by a run (RUN_DIR/<method>)")
@@ -159,7 +158,7 @@ def _add_model_commands(sub) -> None:
                    "tweets than this")
     p.add_argument("--force", action="store_true", help="with --format onnx: write the model even below "
                    "--min-agreement")
-    p.set_defaults(func=export_command)
+    p.set_defaults(func=cmd_export)
 
 
 def _add_data_commands(sub) -> None:
@@ -181,11 +180,11 @@ def _add_data_commands(sub) -> None:
                    "accuracy points (default: the sweep's tune.margin, else 1)")
     p.set_defaults(func=cmd_report)
 
-    from sendit.bench import training as bench
-
     p = sub.add_parser("bench", help="training/inference throughput against the HF Trainer + peft and pipeline")
-    bench.add_arguments(p)
-    p.set_defaults(func=bench.cmd_bench)
+    from sendit.bench.training import BenchConfig
+
+    add_field_flags(p, dataclasses.fields(BenchConfig), switches=True)  # one flag per field, as every command
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("methods", help="list the registered methods")
     p.set_defaults(func=cmd_methods)

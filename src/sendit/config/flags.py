@@ -69,3 +69,18 @@ def config_overrides(args: argparse.Namespace, with_out: bool = True) -> dict:
     if with_out and getattr(args, "out", None):
         out["out"] = args.out
     return out
+
+
+def add_tune_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TuneConfig field (`sendit tune`; the run-config flags are added beside them)."""
+    from sendit.config.tune import TuneConfig
+
+    add_field_flags(p, dataclasses.fields(TuneConfig), dest_prefix="tune_")
+
+
+def tune_overrides(args: argparse.Namespace) -> dict:
+    """The tune section's flags that were given."""
+    from sendit.config.tune import TuneConfig
+
+    return {f.name: getattr(args, f"tune_{f.name}") for f in dataclasses.fields(TuneConfig)
+            if getattr(args, f"tune_{f.name}", None) is not None}

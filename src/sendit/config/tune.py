@@ -3,7 +3,6 @@ the command line starts fast."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,15 +109,3 @@ def load_tune_config(path: str | Path | None, overrides: dict, tune_overrides: d
     flat.update({k: v for k, v in overrides.items() if v is not None})
     tune_raw.update({k: v for k, v in tune_overrides.items() if v is not None})
     return from_dict(flat, source=str(path or "config")), tune_config(tune_raw, source=str(path or "flags"))
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """One flag per TuneConfig field (the config flags are added by the caller)."""
-    from sendit.config.flags import add_field_flags
-
-    add_field_flags(p, dataclasses.fields(TuneConfig), dest_prefix="tune_")
-
-
-def tune_overrides(args: argparse.Namespace) -> dict:
-    return {f.name: getattr(args, f"tune_{f.name}") for f in dataclasses.fields(TuneConfig)
-            if getattr(args, f"tune_{f.name}", None) is not None}

@@ -12,11 +12,9 @@ base model to load). Either folder also carries sendit_model.json, so `sendit pr
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -53,16 +51,6 @@ def normalize_snippet() -> str:
             "    for pattern, replacement in RULES:\n"
             "        text = re.sub(pattern, replacement, text)\n"
             "    return text\n")
-
-
-def export_command(args: argparse.Namespace) -> int:
-    def log(line: str) -> None:
-        print(line, file=sys.stderr)
-
-    out = export(args.model_dir, args.out, merge=args.merge, overwrite=args.overwrite, format=args.format,
-                 quantize=args.quantize, min_agreement=args.min_agreement, force=args.force, log=log)
-    print(f"exported {args.model_dir} -> {out}", file=sys.stderr)
-    return 0
 
 
 def export(model_dir: str | Path, out: str | Path, merge: bool = True, overwrite: bool = False, format: str = "hf",

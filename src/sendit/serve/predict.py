@@ -9,7 +9,6 @@ pairs truth and prediction the way a run's `{method}_inference_predictions.csv` 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import os
@@ -32,31 +31,33 @@ from sendit.serve.model_folder import SenditModel, load
 ADDED = ("prediction", "prob_positive")
 
 
-def predict_command(args: argparse.Namespace) -> int:
-    if not args.texts and not args.input:
+def predict_command(model_dir: str, texts: list[str], input: str | None, output: str | None, text_column: str,
+                    batch_size: int, chunk_size: int, bad_rows: str, precision: str) -> int:
+    """`sendit predict`: texts from the command line, or a file (or stdin) streamed in chunks, to CSV."""
+    if not texts and not input:
         raise DataError('nothing to predict: give texts (sendit predict MODEL_DIR "so happy") or --input FILE.csv '
                         "(or --input - to read a CSV from stdin).")
-    if args.texts and args.input:
+    if texts and input:
         raise DataError("give either texts on the command line or --input FILE.csv, not both.")
-    check_count("--batch-size", args.batch_size)
-    check_count("--chunk-size", args.chunk_size)
-    check_output(args.output, args.input)
+    check_count("--batch-size", batch_size)
+    check_count("--chunk-size", chunk_size)
+    check_output(output, input)
     # The input's header and first chunk are read before the model loads: a wrong file fails in a moment.
     dropped: Counter = Counter()
-    chunks = (read_chunks(args.input, args.text_column, args.chunk_size, ADDED, args.bad_rows, dropped)
-              if args.input else None)
+    chunks = (read_chunks(input, text_column, chunk_size, ADDED, bad_rows, dropped)
+              if input else None)
     first = next(chunks) if chunks is not None else None
-    model = load(args.model_dir, precision=args.precision)
-    if args.texts:
-        df = with_predictions(pd.DataFrame({"text": args.texts}),
-                              model.predict_proba(args.texts, args.batch_size).probs, model.classes)
-        with _Output(args.output) as out:
+    model = load(model_dir, precision=precision)
+    if texts:
+        df = with_predictions(pd.DataFrame({"text": texts}),
+                              model.predict_proba(texts, batch_size).probs, model.classes)
+        with _Output(output) as out:
             df.to_csv(out, index=False, float_format="%.6f")
         return 0
-    predict_csv(model, args.input, args.output, args.text_column, args.chunk_size, args.batch_size,
+    predict_csv(model, input, output, text_column, chunk_size, batch_size,
                 chunks=itertools.chain([first], chunks))
     if dropped:
-        print(f"sendit predict: note: {dropped['malformed_row']:,} rows of {args.input} left out (--bad-rows skip): "
+        print(f"sendit predict: note: {dropped['malformed_row']:,} rows of {input} left out (--bad-rows skip): "
               f"their number of fields differs from the header's.", file=sys.stderr)
     return 0
 
