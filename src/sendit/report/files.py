@@ -1,4 +1,4 @@
-"""Display names shared by the report modules, and the run folder's atomic writers (from sendit.run_folder) they use."""
+"""Display names shared by the report modules, and the run folder's atomic writers (from sendit.run.folder) they use."""
 
 from __future__ import annotations
 

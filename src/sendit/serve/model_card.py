@@ -22,11 +22,11 @@ def run_facts(src: Path, manifest: dict) -> dict:
     import pandas as pd
 
     from sendit.report.stats import bootstrap_metric_ci
-    from sendit.run.folder import PREDICTIONS
+    from sendit.run.folder import PREDICTIONS, RUN_MANIFEST
 
     run_dir = Path(src).parent
     try:
-        run = json.loads((run_dir / "run.json").read_text())
+        run = json.loads((run_dir / RUN_MANIFEST).read_text())
     except (OSError, ValueError):
         return {}
     config = run.get("config") or {}
