@@ -2,6 +2,7 @@
 
     python scripts/import_graph.py              # top-level imports only (what runs at import time)
     python scripts/import_graph.py --all        # also imports inside functions (lazy imports)
+    python scripts/import_graph.py --root /tmp/old/src   # another tree's src (e.g. `git archive 4521853 src`)
 
 Edges come from each module's `import` / `from ... import` statements (read with ast, nothing is imported);
 `if TYPE_CHECKING:` blocks are skipped, as they never run. A cycle is a strongly connected component of more
@@ -128,10 +129,15 @@ def package_of(module: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global ROOT
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--all", action="store_true", help="include imports inside functions (lazy imports)")
     p.add_argument("--edges", action="store_true", help="print every module edge, not only the summary")
+    p.add_argument("--root", type=Path, default=ROOT, help="the src folder that holds the package (default: this checkout's)")
     args = p.parse_args(argv)
+    ROOT = args.root.resolve()
+    if not (ROOT / PACKAGE).is_dir():
+        p.error(f"no {PACKAGE}/ package in {ROOT}")
     files = sorted((ROOT / PACKAGE).rglob("*.py"))
     modules = {module_name(f) for f in files}
     graph = {module_name(f): imports(f, modules, args.all) for f in files}
