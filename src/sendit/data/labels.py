@@ -106,3 +106,13 @@ def counts(labels, classes: tuple[str, ...]) -> dict[str, int]:
 
     labels = np.asarray(labels)
     return {name: int((labels == i).sum()) for i, name in enumerate(classes)}
+
+
+def label_dicts(probs, classes: tuple[str, ...]) -> list[dict]:
+    """`predict`'s dicts from class probabilities, for every kind of model folder (torch or ONNX): label and
+    label_name, then prob_positive for a negative/positive model, else one prob_<name> per class."""
+    if classes == ("negative", "positive"):
+        return [{"label": int(p >= 0.5), "label_name": "positive" if p >= 0.5 else "negative",
+                 "prob_positive": float(p)} for p in probs[:, 1]]
+    return [{"label": int(row.argmax()), "label_name": classes[int(row.argmax())],
+             **{f"prob_{c}": float(p) for c, p in zip(classes, row)}} for row in probs]

@@ -14,6 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from sendit.data.dataset import normalize_tweet
+from sendit.data.labels import label_dicts
 from sendit.errors import ModelError
 from sendit.methods import Method
 from sendit.run.folder import MODEL_MANIFEST as MANIFEST  # noqa: E402
@@ -61,14 +62,6 @@ class SenditModel:
         prob_positive for a binary model, else one prob_<name> per class."""
         return label_dicts(self.predict_proba(texts, batch_size).probs, self.classes)
 
-
-def label_dicts(probs, classes: tuple[str, ...]) -> list[dict]:
-    """`predict`'s dicts from class probabilities, for every kind of model folder (torch or ONNX)."""
-    if classes == ("negative", "positive"):
-        return [{"label": int(p >= 0.5), "label_name": "positive" if p >= 0.5 else "negative",
-                 "prob_positive": float(p)} for p in probs[:, 1]]
-    return [{"label": int(row.argmax()), "label_name": classes[int(row.argmax())],
-             **{f"prob_{c}": float(p) for c, p in zip(classes, row)}} for row in probs]
 
 
 def load(folder: str | Path, merge: bool = True, precision: str = "auto",

@@ -88,7 +88,7 @@ class OnnxModel:
 
     def predict(self, texts: list[str], batch_size: int = 256) -> list[dict]:
         """One dict per text, as SenditModel.predict."""
-        from sendit.serve.model_folder import label_dicts
+        from sendit.data.labels import label_dicts
 
         return label_dicts(self.predict_proba(texts, batch_size).probs, self.classes)
 
