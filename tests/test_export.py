@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import decided, paths_atol, save_tiny_opt, tiny_run_args
+from helpers import decided, paths_atol, run_cli, save_tiny_opt, tiny_run_args
 
 import sendit
 from sendit.cli import main
@@ -225,3 +225,21 @@ def test_export_cli_overwrite_and_errors(exported, tmp_path, capsys):
     assert "pass one of its model folders" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         export(src, src, overwrite=True)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_an_export_overwrite_replaces_only_an_export(world, capsys, monkeypatch):
+    from sendit.serve import export as export_module
+
+    seen = {}
+
+    def fake_load(src, **kwargs):
+        seen["loaded"] = src
+        raise KeyboardInterrupt  # stop after the checks: what matters is that they let it through
+
+    monkeypatch.setattr("sendit.serve.model_folder.load", fake_load)
+    code, err = run_cli(capsys, ["export", str(world / "oldrun" / "lora"), "--out", str(world / "oldexport"),
+                                 "--overwrite"])
+    assert code == 130 and seen["loaded"] == world / "oldrun" / "lora"
+    assert (world / "oldexport" / "sendit_model.json").exists()  # interrupted before the swap: left as it was
+    assert export_module._is_export(world / "oldexport") and not export_module._is_export(world / "oldrun" / "lora")
