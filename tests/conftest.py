@@ -3,10 +3,25 @@ real OPT tokenizer, all offline."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
-from helpers import OPT_TOKENIZER, save_tiny_opt
+from helpers import (
+    OPT_TOKENIZER,
+    TOKENIZER_FILES,
+    captured_fds,
+    save_headless_opt,
+    save_tiny_bert,
+    save_tiny_opt,
+    tiny_run_args,
+    tweets_csv,
+)
+
+from sendit.cli import main
+from sendit.config.schema import load_config
+from sendit.data.reading import embedded_path
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +46,130 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------- shared tiny runs (read-only)
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+def _shared_run(root: Path, base: Path, methods: str):
+    """Train `methods` on `base` into root/"run" with tiny_run_args' defaults (one thread: a tiny model gains
+    nothing from a second), then hand out the folder; at the end of the session, fail if any test wrote into it."""
+    import torch
+
+    from sendit.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(tiny_run_args(base, root / "run", methods)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    before = _snapshot(root)
+    yield root
+    assert _snapshot(root) == before, f"a test wrote into the shared run {root}: copy it first (shutil.copytree)"
+
+
+@pytest.fixture(scope="session")
+def opt_run(tmp_path_factory):
+    """root/"tiny-opt" (save_tiny_opt, seed 0) and root/"run": bitfit, full, head and lora trained on it by
+    tiny_run_args (the embedded tweets, two epochs, no report). Shared by the session's tests that read a finished
+    run's model folders (export, onnx, model card, bench --inference): never write into it; copy it first."""
+    root = tmp_path_factory.mktemp("shared-opt-run")
+    yield from _shared_run(root, save_tiny_opt(root / "tiny-opt"), "bitfit,full,head,lora")
+
+
+@pytest.fixture(scope="session")
+def bert_run(tmp_path_factory):
+    """root/"tiny-bert" (save_tiny_bert) and root/"run": head and lora trained on it by tiny_run_args. Shared
+    read-only like opt_run (export, onnx, serve)."""
+    root = tmp_path_factory.mktemp("shared-bert-run")
+    yield from _shared_run(root, save_tiny_bert(root / "tiny-bert"), "head,lora")
+
+
+@pytest.fixture
+def world(tmp_path, tiny_opt, monkeypatch):
+    """A working directory with what a user has lying around: a finished sendit run (holding a model folder and
+    its data), a folder of photos, a folder with somebody else's run.json, data files good and bad."""
+    w = tmp_path / "w"
+    w.mkdir()
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_opt, w / "opt")
+    tweets_csv(w / "tweets.csv")
+    old = w / "oldrun"
+    (old / "lora").mkdir(parents=True)
+    tweets_csv(w / "forty.csv", n=40)
+    config = load_config(None, {"model": str(w / "opt"), "data": str(w / "forty.csv"), "test_file": "none",
+                                "train_size": 20, "val_size": 8, "test_size": 8, "batch_size": 8, "methods": "lora"})
+    (old / "run.json").write_text(json.dumps({"sendit": {"kind": "run", "version": "0.1.0"}, "config": config.to_dict(),
+                                              "status": {"lora/seed0": "done"}}))
+    (old / "lora_results.csv").write_text("best_val_f1,method\n0.8,lora\n")
+    (old / "lora" / "sendit_model.json").write_text(json.dumps({"method": "lora", "base_model": "embedded"}))
+    shutil.copytree(w / "opt", old / "opt")
+    tweets_csv(old / "mine.csv")
+    for name, drop in (("noweights", ("model.safetensors",)), ("notokenizer", TOKENIZER_FILES)):
+        shutil.copytree(w / "opt", w / name, ignore=shutil.ignore_patterns(*drop))
+    (w / "photos").mkdir()
+    (w / "photos" / "cat.jpg").write_bytes(b"\xff\xd8 a cat")
+    (w / "other").mkdir()
+    (w / "other" / "run.json").write_text('{"experiment": "not sendit"}')
+    (w / "other" / "notes.txt").write_text("keep me")
+    (w / "afile.txt").write_text("just a file")
+    (w / "corrupt").mkdir()
+    (w / "corrupt" / "run.json").write_text('{"config": {"data": ')
+    (w / "listrun").mkdir()
+    (w / "listrun" / "run.json").write_text("[1, 2]")
+    (w / "header_only.csv").write_text("text\n")
+    (w / "texts.csv").write_text("text\nso happy\n")
+    (w / "prior.csv").write_text("id,text\n1,a file the user made\n")
+    for name, rows in {"null_text": [{"text": None, "label": 0}], "object_text": [{"text": {"a": 1}, "label": 0}],
+                       "list_text": [{"text": ["a", "b"], "label": 4}], "number_text": [{"text": 42, "label": 4}]
+                       }.items():
+        lines = [json.dumps({"text": "a real tweet", "label": 0}), *map(json.dumps, rows)]
+        (w / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    tweets_csv(w / "tweeteval.csv", labels=(0, 1, 2), n=30)
+    tweets_csv(w / "ratings.csv", labels=(1, 2, 3, 4, 5), n=30)
+    tweets_csv(w / "polarity.csv", labels=(-1, 0, 1), n=30)
+    rep = w / "badreport"
+    rep.mkdir()
+    (rep / "lora_results.csv").write_text("best_val_f1,val_accuracy,method,seed\nabc,0.5,lora,0\n")
+    rep2 = w / "garbagereport"
+    rep2.mkdir()
+    (rep2 / "lora_results.csv").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256)) * 8)
+    exp = w / "oldexport"
+    exp.mkdir()
+    (exp / "sendit_model.json").write_text(json.dumps({"method": "full", "exported_from": "x"}))
+    return w
+
+
+@pytest.fixture
+def restore_threads():
+    """Training runs use --threads 1 (a tiny model on a shared 2-core CPU is ~3x faster so); the rest of the
+    session keeps torch's own thread count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def custom_run(tmp_path_factory):
+    """A run of LoRA on a head-less base model with a custom test file, its console output captured (one thread).
+    Shared by test_cli, test_data and test_predict: read it, never write into root/"run"."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("new-user")
+    model = save_headless_opt(root / "opt-base")
+    test_file = root / "my_tweets.csv"
+    test_file.write_bytes(embedded_path("testdata.manual.2009.06.14.csv").read_bytes())
+    args = tiny_run_args(model, root / "run", "lora", "--test-file", str(test_file), "--epochs", "1")
+    try:
+        with captured_fds() as out:
+            rc = main(args)
+    finally:
+        torch.set_num_threads(threads)
+    return {"rc": rc, "run": root / "run", "test_file": test_file, **out}

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import save_tiny_opt, tiny_run_args
 
 from sendit.serve import onnx_folder
 from sendit.train import device
@@ -20,10 +19,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, one_thread) -> Path:
-    root = tmp_path_factory.mktemp("bench-inference")
-    assert main(tiny_run_args(save_tiny_opt(root / "tiny-opt"), root / "run", "head")) == 0
-    return root / "run" / "head"
+def model_dir(opt_run) -> Path:
+    """The shared tiny OPT run's head (conftest.py; read-only: bench --inference writes only under --out)."""
+    return opt_run / "run" / "head"
 
 
 def host_picks(monkeypatch, precision: str) -> None:

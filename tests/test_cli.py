@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import tiny_run_args
+from helpers import LIBRARY_NOISE, run_cli, snapshot, tiny_run_args
 
 from sendit.cli import build_parser, main
 from sendit.config.schema import CONFIG_DIR, field_index, load_config
+import shlex
 
 STUDY_COLUMNS = {
     "results": ["best_val_f1", "val_accuracy", "runtime_sec", "memory_delta_mb"],
@@ -268,3 +269,221 @@ def test_a_reader_that_goes_away_stops_the_output_quietly():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 141 and out.stderr == ""
 
+
+def test_interrupt_says_how_to_resume(capsys, monkeypatch):
+    import sendit.recipes.compare
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sendit.recipes.compare, "run", interrupted)
+    assert main(["run"]) == 130
+    assert "interrupted. Finished work is saved; continue a run with --resume RUN_DIR" in capsys.readouterr().err
+
+
+RUN = "run --model {w}/opt --no-report --out {w}/new"
+
+
+SMALL = "--data {w}/forty.csv --test-file none --train-size 20 --val-size 8 --test-size 8"
+
+
+TREE = ["oldrun", "photos", "other", "afile.txt", "corrupt", "listrun", "tweets.csv", "prior.csv", "oldexport"]
+
+
+# (name, command line, exit code, phrase in the message); every case also checks that TREE is untouched.
+CASES = [
+    # Options: each names the flag, the value and what is allowed, before anything is loaded.
+    ("epochs not a number", f"{RUN} --epochs abc", 2, "'epochs' must be an integer, got 'abc'"),
+    ("epochs inf", f"{RUN} --epochs inf", 2, "'epochs' must be an integer, got 'inf'"),
+    ("epochs fractional", f"{RUN} --epochs 2.5", 2, "'epochs' must be an integer, got '2.5'"),
+    ("epochs negative", f"{RUN} --epochs=-3", 2, "--epochs must be at least 1 (got -3)"),
+    ("lr nan", f"{RUN} --lr nan", 2, "--lr must be a finite number > 0 (got nan)"),
+    ("lr inf", f"{RUN} --lr inf", 2, "--lr must be a finite number > 0 (got inf)"),
+    ("lr overflows to inf", f"{RUN} --lr 1e400", 2, "--lr must be a finite number > 0 (got inf)"),
+    ("lr words", f"{RUN} --lr fast", 2, "'lr' must be a number, got 'fast'"),
+    ("negative clip norm (gradient ascent)", f"{RUN} --max-grad-norm -1", 2, "--max-grad-norm must be >= 0 (got -1.0)"),
+    ("clip norm nan", f"{RUN} --max-grad-norm nan", 2, "--max-grad-norm must be a finite number >= 0 (got nan)"),
+    ("eval batch size 0 (loops forever)", f"{RUN} --eval-batch-size 0", 2, "--eval-batch-size must be at least 1 (got 0)"),
+    ("negative batch size", f"{RUN} --batch-size=-5", 2, "--batch-size must be at least 1 (got -5)"),
+    ("negative weight decay", f"{RUN} --weight-decay=-0.01", 2, "--weight-decay must be >= 0 (got -0.01)"),
+    ("weight decay inf", f"{RUN} --weight-decay inf", 2, "--weight-decay must be a finite number >= 0 (got inf)"),
+    ("negative seed", f"{RUN} --seed=-1", 2, "--seed must be a whole number from 0 to 4294967295 (got -1)"),
+    ("seed too large", f"{RUN} --seed 99999999999", 2, "--seed must be a whole number from 0 to 4294967295"),
+    ("negative split seed", f"{RUN} --split-seed=-3", 2, "--split-seed must be a whole number from 0"),
+    ("seed listed twice", f"{RUN} --seeds 0,1,0", 2, "--seeds lists seed 0 twice"),
+    ("seed not a number", f"{RUN} --seeds 0,x", 2, "'seeds' must be an integer, got 'x'"),
+    ("zero threads", f"{RUN} --threads 0", 2, "--threads must be at least 1 (got 0)"),
+    ("absurd threads", f"{RUN} --threads 100000", 2, "--threads must be at most 1024 (got 100000)"),
+    ("zero grad accum", f"{RUN} --grad-accum 0", 2, "--grad-accum must be at least 1 (got 0)"),
+    ("zero patience", f"{RUN} --patience 0", 2, "--patience must be at least 1 (got 0)"),
+    ("zero log every", f"{RUN} --log-every 0", 2, "--log-every must be at least 1 (got 0)"),
+    ("warmup 1", f"{RUN} --warmup-ratio 1", 2, "--warmup-ratio must be in [0, 1) (got 1.0)"),
+    ("negative warmup", f"{RUN} --warmup-ratio=-0.1", 2, "--warmup-ratio must be in [0, 1) (got -0.1)"),
+    ("lora alpha 0", f"{RUN} --lora-alpha 0", 2, "--lora-alpha must be at least 1 (got 0)"),
+    ("lora dropout nan", f"{RUN} --lora-dropout nan", 2, "--lora-dropout must be a finite number in [0, 1)"),
+    ("size neither count nor fraction", f"{RUN} --train-size 1.5", 2, "--train-size 1.5 is neither a row count"),
+    ("fractions over 1", f"{RUN} --train-size 0.6 --val-size 0.5", 2, "add up to 1.1, more than all the rows"),
+    ("size inf", f"{RUN} --test-size inf", 2, "--test-size must be a finite number"),
+    ("max length 0", f"{RUN} --max-length 0", 2, "--max-length must be at least 8 (got 0)"),
+    ("label map to a non-label", f"{RUN} --label-map '{{happy: 7}}'", 2, "--label-map maps 'happy' to 7"),
+    ("bool flag not a bool", f"{RUN} --compile maybe", 2, "'compile' must be true or false, got 'maybe'"),
+    ("empty methods", f"{RUN} --methods ,", 2, "--methods is empty"),
+    # Options whose range is the model's: checked from its config before any training.
+    ("max length beyond the model's positions", f"{RUN} --max-length 500", 2,
+     "--max-length 500 is longer than model"),
+    ("unknown LoRA target module", f"{RUN} --methods lora --target-modules q_projj", 2,
+     "--target-modules q_projj: model"),
+    ("LoRA rank above the model width", f"{RUN} --methods lora --lora-r 100", 2, "--lora-r 100 is larger than the 16-wide"),
+    # Data: rows that are no tweet, labels whose meaning is a guess, splits that cannot be made.
+    ("JSON null text", "data {w}/null_text.jsonl --bad-rows error", 2, "line 2: the text is missing (null)"),
+    ("JSON object text", "data {w}/object_text.jsonl --bad-rows error", 2, "the text is a JSON object"),
+    ("JSON list text", "data {w}/list_text.jsonl --bad-rows error", 2, "the text is a JSON list"),
+    ("JSON number text", "data {w}/number_text.jsonl --bad-rows error", 2, "the text is a number ('42')"),
+    ("TweetEval 0/1/2 labels", "data {w}/tweeteval.csv --bad-rows skip", 2,
+     "--label-map \"{0: negative, 1: neutral, 2: positive}\""),
+    ("1-5 ratings", "data {w}/ratings.csv", 2,
+     "--label-map \"{1: negative, 2: negative, 3: neutral, 4: positive, 5: positive}\""),
+    ("-1/0/1 polarities", "data {w}/polarity.csv", 2, "the labels -1 (10 rows), 0 (10 rows), 1 (10 rows) have no"),
+    ("ambiguous labels in a run", f"{RUN} --data {{w}}/tweeteval.csv --test-file none", 2, "have no single reading"),
+    ("test file typo", f"{RUN} --data {{w}}/forty.csv --test-file {{w}}/typo.csv", 2,
+     "data file '{w}/typo.csv' does not exist. Pass --test-file with"),
+    ("extra training file typo", f"{RUN} {SMALL} --extra-train-file {{w}}/typo.csv", 2,
+     "Pass --extra-train-file with"),
+    ("config is a folder", f"{RUN} --config {{w}}/photos", 2, "is a folder; pass a YAML file"),
+    ("fraction that rounds to 0 rows", f"{RUN} {SMALL} --val-size 0.001", 2, "--val-size 0.001 of the 40 rows"),
+    # Paths: --overwrite replaces only sendit's own run folders, never a source, and only after every check.
+    ("overwrite a folder of photos", f"{RUN.replace('{w}/new', '{w}/photos')} --overwrite", 2,
+     "is not a sendit run folder (no run.json), so it is left alone"),
+    ("overwrite a foreign run.json", f"{RUN.replace('{w}/new', '{w}/other')} --overwrite", 2,
+     "holds a run.json that sendit did not write"),
+    ("overwrite a run with a data typo", f"{RUN.replace('{w}/new', '{w}/oldrun')} --overwrite --data {{w}}/typo.csv",
+     2, "data file '{w}/typo.csv' does not exist"),
+    ("overwrite a run with a bad option", f"{RUN.replace('{w}/new', '{w}/oldrun')} --overwrite --max-length 500", 2,
+     "--max-length 500 is longer"),
+    ("overwrite a run with a model folder without weights",
+     f"{RUN.replace('{w}/new', '{w}/oldrun').replace('{w}/opt', '{w}/noweights')} --overwrite", 2, "has no weights"),
+    ("overwrite a run with a model folder without a tokenizer",
+     f"{RUN.replace('{w}/new', '{w}/oldrun').replace('{w}/opt', '{w}/notokenizer')} --overwrite", 2,
+     "has no usable tokenizer (its vocabulary has 1 tokens"),
+    ("overwrite the run that holds the data", f"{RUN.replace('{w}/new', '{w}/oldrun')} --overwrite "
+     f"--data {{w}}/oldrun/mine.csv --test-file none", 2, "which holds --data {w}/oldrun/mine.csv; it is left alone"),
+    ("overwrite the run that holds the model",
+     "run --model {w}/oldrun/opt --no-report --out {w}/oldrun --overwrite", 2, "which holds --model {w}/oldrun/opt"),
+    ("overwrite a parent of the model", "run --model {w}/opt --no-report --out {w} --overwrite", 2,
+     "is not a sendit run folder"),
+    ("out below a file", f"{RUN.replace('{w}/new', '{w}/afile.txt/sub')}", 2, "is a file (Not a directory)"),
+    ("out is a file", f"{RUN.replace('{w}/new', '{w}/afile.txt')}", 2, "is a file; the run folder must be a folder"),
+    ("resume a corrupt run.json", "run --resume {w}/corrupt", 2, "is damaged (not valid JSON"),
+    ("resume a run.json that is a list", "run --resume {w}/listrun", 2, "not a sendit run manifest (a JSON list"),
+    ("resume somebody else's run.json", "run --resume {w}/other", 2, "no run.json with a config there"),
+    ("export over photos", "export {w}/oldrun/lora --out {w}/photos --overwrite", 2, "is not a sendit export"),
+    ("export over the run that holds the model", "export {w}/oldrun/lora --out {w}/oldrun --overwrite", 2,
+     "holds the model folder being exported"),
+    ("export over a file", "export {w}/oldrun/lora --out {w}/afile.txt --overwrite", 2, "is a file, which an export"),
+    ("export into itself", "export {w}/oldrun/lora --out {w}/oldrun/lora --overwrite", 2,
+     "is the model folder being exported"),
+    ("export over an earlier export, no flag", "export {w}/oldrun/lora --out {w}/oldexport", 2, "Pass --overwrite"),
+    # evaluate / predict flags and inputs, checked before the model loads.
+    ("evaluate batch size 0", "evaluate {w}/oldrun/lora --data {w}/tweets.csv --batch-size 0", 2,
+     "--batch-size must be at least 1 (got 0)"),
+    ("evaluate batch size not a number", "evaluate {w}/oldrun/lora --data {w}/tweets.csv --batch-size abc", 2,
+     "invalid int value: 'abc'"),
+    ("evaluate a missing file", "evaluate {w}/oldrun/lora --data {w}/typo.csv", 2, "does not exist"),
+    ("predict batch size 0", "predict {w}/oldrun/lora 'so happy' --batch-size 0", 2, "--batch-size must be at least 1"),
+    ("predict chunk size 0", "predict {w}/oldrun/lora --input {w}/texts.csv --chunk-size 0", 2,
+     "--chunk-size must be at least 1"),
+    ("predict a header-only file", "predict {w}/oldrun/lora --input {w}/header_only.csv", 2,
+     "has a header but no rows"),
+    ("predict onto its input", "predict {w}/oldrun/lora --input {w}/prior.csv --output {w}/prior.csv", 2,
+     "is the --input file"),
+    ("predict onto a user's file", "predict {w}/oldrun/lora --input {w}/texts.csv --output {w}/prior.csv", 2,
+     "is not an output of sendit predict"),
+    ("predict into a folder", "predict {w}/oldrun/lora --input {w}/texts.csv --output {w}/photos", 2, "is a folder"),
+    # Reports of damaged CSV files.
+    ("report with words in a number column", "report {w}/badreport", 2,
+     "lora_results.csv, line 2: column 'best_val_f1' holds 'abc', not a number"),
+    ("report of a garbage CSV", "report {w}/garbagereport", 2, "is not a readable CSV file"),
+]
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("name, command, code, phrase", CASES, ids=[c[0] for c in CASES])
+def test_misuse(world, capsys, name, command, code, phrase):
+    before = snapshot(world, TREE)
+    got, err = run_cli(capsys, shlex.split(command.replace("{w}", str(world))))
+    assert got == code, err
+    assert phrase.replace("{w}", str(world)) in err, err
+    if code == 2 and "invalid int value" not in phrase:  # argparse's usage lines come first; ours is one paragraph
+        lines = err.rstrip().splitlines()
+        assert lines[-1].startswith(f"sendit {command.split()[0]}: error: "), err
+    assert snapshot(world, TREE) == before
+    assert not (world / "new").exists()  # refused before the run folder was made
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_interrupt_names_the_run_folder_only_when_a_run_was_interrupted(world, capsys, monkeypatch):
+    import sendit.recipes.compare
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sendit.recipes.compare, "train_method", interrupted)
+    out = world / "run"
+    code, err = run_cli(capsys, ["run", "--model", str(world / "opt"), "--data", str(world / "forty.csv"),
+                                 "--test-file", "none", "--train-size", "20", "--val-size", "8", "--test-size", "8",
+                                 "--methods", "head", "--batch-size", "8", "--out", str(out), "--no-report"])
+    assert code == 130 and f"continue a run with --resume {out}." in err
+    assert json.loads((out / "run.json").read_text())["sendit"]["kind"] == "run"  # the mark --overwrite checks
+    monkeypatch.setattr(pd, "read_csv", interrupted)
+    code, err = run_cli(capsys, ["report", str(world / "oldrun")])
+    assert code == 130 and err.strip() == "sendit report: interrupted."
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_file_errors_outside_a_run_give_no_resume_hint(world, capsys):
+    code, err = run_cli(capsys, ["report", str(world / "oldrun"), "--out", str(world / "afile.txt" / "rep")])
+    assert code == 2 and "--resume" not in err and "sendit report: error:" in err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_run_is_quiet_and_says_what_it_does(custom_run):
+    printed = custom_run["stdout"] + custom_run["stderr"]
+    for noise in LIBRARY_NOISE:
+        assert noise not in printed, noise
+    assert "FutureWarning" not in custom_run["warnings"]
+    assert "new classification head (2 labels), trained by each method" in custom_run["stdout"]
+    assert custom_run["stdout"].startswith("plan: 1 method (lora) x 1 seed = 1 training of up to 1 epoch on 96")
+    assert "[1/1] lora, seed 0" in custom_run["stdout"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_version_flag(capsys):
+    from sendit import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"sendit {__version__}"
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_help_shows_value_names_not_config_sections():
+    sub = build_parser()._subparsers._group_actions[0].choices
+    metavars = {opt: a.metavar for a in sub["run"]._actions for opt in a.option_strings}
+    assert metavars["--train-size"] == "N" and metavars["--epochs"] == "N" and metavars["--lora-r"] == "N"
+    assert metavars["--lr"] == "FLOAT" and metavars["--test-file"] == "PATH" and metavars["--methods"] == "LIST"
+    assert metavars["--precision"] == "{auto,bf16,fp32}" and metavars["--method-lr"] == "MAPPING"
+    assert not {"DATA", "TRAIN", "METHOD"} & set(metavars.values())
+    distill = {opt: a.metavar for a in sub["distill"]._actions for opt in a.option_strings}
+    assert distill["--kd-ratio"] == "FLOAT" and distill["--teacher"] == "PATH"
+    assert {"--precision", "--label-column", "--text-column"} <= {
+        opt for a in sub["evaluate"]._actions for opt in a.option_strings}
+    assert "--precision" in {opt for a in sub["predict"]._actions for opt in a.option_strings}
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_distill_help_and_docs_agree_on_where_out_goes():
+    sub = build_parser()._subparsers._group_actions[0].choices
+    out = next(a for a in sub["distill"]._actions if "--out" in a.option_strings)
+    assert "default: the teacher's run folder" in out.help
+    docs = (Path(__file__).parents[1] / "docs" / "distillation.md").read_text()
+    assert "Default output is the teacher's run folder" in docs

@@ -9,11 +9,21 @@ import types
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import _csv, save_tiny_opt, tiny_run_args, tweets, tweets_csv, user_error
 
 from sendit.config.schema import DataConfig
 from sendit.errors import DataError
 from sendit.data.dataset import Table, dedupe, load_splits, normalize_tweet, stratified_split
 from sendit.data.reading import read_hub, read_source, read_table, read_test_file
+from pathlib import Path
+from sendit.data.dataset import split_sizes
+from sendit.cli import main
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A tiny OPT classifier folder of this module's own (the typo and bad-input checks name it)."""
+    return save_tiny_opt(tmp_path_factory.mktemp("opt"))
 
 
 def test_hand_labelled_test_file_drops_and_counts_neutral():
@@ -120,3 +130,66 @@ def test_hub_code_path_with_a_stand_in_datasets_module(monkeypatch):
     t = read_hub("stanfordnlp/sentiment140", DataConfig())
     assert calls["args"] == ("stanfordnlp/sentiment140", "train")
     assert t.texts == ["love it", "hate it"] and t.labels.tolist() == [1, 0] and t.dropped["neutral"] == 1
+
+
+SMALL = ["--val-size", "4", "--test-size", "4", "--test-file", "none", "--no-report"]
+
+
+@pytest.mark.parametrize("rows, flags, expected", [
+    (tweets(60, 0, "rain") + tweets(2, 1, "sun"), ["--train-size", "10"],
+     "the 10-row training split holds only negative tweets (the source has 60 negative and 2 positive"),
+    (tweets(30, 1), ["--train-size", "10"], "only positive tweets (30 rows); a sentiment classifier needs both"),
+    (tweets(10, 0, "rain") + tweets(10, 1, "sun"), ["--train-size", "30"],
+     "need 38 rows but only 20 remain after dropping nothing"),
+    (tweets(20, 0, "rain") + tweets(20, 1, "sun"), ["--train-size", "8", "--batch-size", "16"],
+     "--batch-size 16 is larger than the 8 training rows"),
+    (tweets(20, 0, "rain") + "happy,yay\n", ["--train-size", "8", "--label-map", "{happy: 7}"],
+     "--label-map maps 'happy' to 7, which is not a label"),
+])
+def test_bad_training_data(tmp_path, capsys, model, rows, flags, expected):
+    path = _csv(tmp_path, rows)
+    msg = user_error(capsys, ["run", "--model", str(model), "--data", str(path), "--out", str(tmp_path / "r"),
+                              *SMALL, *flags])
+    assert expected in msg
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_fraction_sizes_always_add_up():
+    over = 0
+    for n in range(1, 5001):
+        sizes = split_sizes([0.98, 0.01, 0.01], n)
+        assert sum(sizes) == n  # 0.98 + 0.01 + 0.01 = 1: every row, never one more
+        over += sum(int(round(f * n)) for f in (0.98, 0.01, 0.01)) > n
+    assert over > 1000  # rounding each on its own overshoots for about a quarter of row counts
+    assert split_sizes([4000, 0.5, 0.25], 10000) == [4000, 5000, 2500]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_paper_config_splits_its_rows(tmp_path):
+    from sendit.config.schema import load_config
+    from sendit.data.dataset import load_splits
+
+    path = tweets_csv(tmp_path / "t.csv", n=403)  # 0.98/0.01/0.01 of 403 rounds to 395 + 4 + 4 = 403 rows
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "paper.yaml", {"data": str(path), "test_file": "none"})
+    splits = load_splits(cfg.data)
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 403
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_custom_test_file_is_named_after_the_file(custom_run):
+    assert custom_run["rc"] == 0, custom_run["stderr"]
+    summary = pd.read_csv(custom_run["run"] / "lora_inference_metrics_summary.csv")
+    assert summary.test_set.tolist() == ["my_tweets", "held-out split"]
+    preds = pd.read_csv(custom_run["run"] / "lora_inference_predictions.csv")
+    assert set(preds.test_set) == {"my_tweets", "held-out split"}
+    assert "lora (seed 0) on my_tweets (359 tweets): accuracy" in custom_run["stdout"]
+    assert "manual" not in custom_run["stdout"] and "heldout" not in custom_run["stdout"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_test_name_flag_names_the_test_set(tiny_opt, tmp_path):
+    args = tiny_run_args(tiny_opt, tmp_path / "r", "head", "--test-name", "Go et al. 2009", "--epochs", "1")
+    assert main(args) == 0
+    summary = pd.read_csv(tmp_path / "r" / "head_inference_metrics_summary.csv")
+    assert summary.test_set.tolist() == ["Go et al. 2009", "held-out split"]
+    assert main(tiny_run_args(tiny_opt, tmp_path / "r2", "head", "--test-name", "held-out split")) == 2

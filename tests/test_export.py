@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import decided, paths_atol, save_tiny_bert, save_tiny_opt, tiny_run_args
+from helpers import decided, paths_atol, run_cli, save_tiny_opt, tiny_run_args
 
 import sendit
 from sendit.cli import main
@@ -52,15 +52,20 @@ json.dump(out, open(sys.argv[2], "w"))
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def export_and_pipeline(root: Path, opt_methods: list[str], bert: bool) -> dict:
-    """Tiny OPT runs of opt_methods (plus a tiny BERT LoRA), each exported (merged), and the plain pipeline's
-    probabilities for every folder, from one subprocess."""
-    opt = save_tiny_opt(root / "tiny-opt")
-    assert main(tiny_run_args(opt, root / "run-opt", ",".join(opt_methods))) == 0
-    sources = {m: root / "run-opt" / m for m in opt_methods}
-    if bert:
-        assert main(tiny_run_args(save_tiny_bert(root / "tiny-bert"), root / "run-bert", "lora")) == 0
-        sources["bert-lora"] = root / "run-bert" / "lora"
+def export_and_pipeline(root: Path, opt_methods: list[str], bert: Path | None = None,
+                        opt_run: Path | None = None) -> dict:
+    """Tiny OPT runs of opt_methods (plus the LoRA of the tiny BERT run under `bert`, if given), each exported
+    (merged), and the plain pipeline's probabilities for every folder, from one subprocess. With `opt_run` (a shared
+    run's root, conftest.py) the OPT models are read from it instead of trained here."""
+    if opt_run is None:
+        opt = save_tiny_opt(root / "tiny-opt")
+        assert main(tiny_run_args(opt, root / "run-opt", ",".join(opt_methods))) == 0
+        run_opt = root / "run-opt"
+    else:
+        opt, run_opt = opt_run / "tiny-opt", opt_run / "run"
+    sources = {m: run_opt / m for m in opt_methods}
+    if bert is not None:
+        sources["bert-lora"] = bert / "run" / "lora"
     folders = {name: export(src, root / "exported" / name) for name, src in sources.items()}
     jobs = root / "jobs.json"
     jobs.write_text(json.dumps({"texts": sample_texts(),  # raw: the exported tokenizer normalises them
@@ -81,8 +86,11 @@ def sample_texts() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return export_and_pipeline(tmp_path_factory.mktemp("export"), ["lora", "bitfit", "full"], bert=True)
+def exported(tmp_path_factory, opt_run, bert_run):
+    """The shared tiny runs' (conftest.py) OPT lora, bitfit and full and BERT lora, exported under this module's
+    own folder."""
+    return export_and_pipeline(tmp_path_factory.mktemp("export"), ["lora", "bitfit", "full"], bert=bert_run,
+                               opt_run=opt_run)
 
 
 def pipeline_probs(exported, name: str, batch_size: int) -> np.ndarray:
@@ -118,7 +126,7 @@ def test_plain_pipeline_predicts_like_sendit(exported, name):
 
 @pytest.mark.slow
 def test_plain_pipeline_predicts_like_sendit_other_methods(tmp_path):
-    exported = export_and_pipeline(tmp_path, ["dora", "ia3", "head"], bert=False)
+    exported = export_and_pipeline(tmp_path, ["dora", "ia3", "head"])
     for name in ("dora", "ia3", "head"):
         check_pipeline_matches(exported, name)
 
@@ -217,3 +225,21 @@ def test_export_cli_overwrite_and_errors(exported, tmp_path, capsys):
     assert "pass one of its model folders" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         export(src, src, overwrite=True)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_an_export_overwrite_replaces_only_an_export(world, capsys, monkeypatch):
+    from sendit.serve import export as export_module
+
+    seen = {}
+
+    def fake_load(src, **kwargs):
+        seen["loaded"] = src
+        raise KeyboardInterrupt  # stop after the checks: what matters is that they let it through
+
+    monkeypatch.setattr("sendit.serve.model_folder.load", fake_load)
+    code, err = run_cli(capsys, ["export", str(world / "oldrun" / "lora"), "--out", str(world / "oldexport"),
+                                 "--overwrite"])
+    assert code == 130 and seen["loaded"] == world / "oldrun" / "lora"
+    assert (world / "oldexport" / "sendit_model.json").exists()  # interrupted before the swap: left as it was
+    assert export_module._is_export(world / "oldexport") and not export_module._is_export(world / "oldrun" / "lora")

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from test_bad_input import user_error
+from helpers import tweets_csv, user_error
 
 from sendit.errors import ConfigError, DataError
 from sendit.config.schema import DataConfig, load_config
@@ -16,6 +16,7 @@ from sendit.data.dataset import load_splits, stratified_split
 from sendit.train.engine import class_weights, cross_entropy, training_loss
 from sendit.train.metrics import classification_metrics, confusion_matrix
 from sendit.data.reading import read_source, read_table, read_test_file
+from sendit.cli import main
 
 THREE = ["negative", "neutral", "positive"]
 
@@ -150,3 +151,19 @@ def test_sentiment_default_reading_is_unchanged(tmp_path):
     t = _table(tmp_path, "0,a\n4,b\n2,c\nneg,d\npos,e\n1,f\n")
     assert t.classes == ("negative", "positive") and t.labels.tolist() == [0, 1, 0, 1, 1]
     assert t.dropped == Counter({"neutral": 1})
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_label_map_resolves_ambiguous_labels(world, capsys):
+    code = main(["data", str(world / "tweeteval.csv"), "--bad-rows", "error"])
+    assert code == 2
+    capsys.readouterr()
+    from sendit.config.schema import DataConfig
+    from sendit.data.reading import read_table
+
+    table = read_table(world / "tweeteval.csv", DataConfig(label_map={0: "negative", 1: "neutral", 2: "positive"}))
+    assert table.labels.tolist() == [0, 1] * 10 and table.dropped == {"neutral": 10}
+    # Sentiment140's 0/2/4 and binary 0/1 need no map; 0/1/2/4 is Sentiment140 with a 1 for positive.
+    for labels, expected in (((0, 4), [0, 1]), ((0, 1), [0, 1]), ((0, 2, 4), [0, 1]), ((0, 1, 2, 4), [0, 1, 1])):
+        table = read_table(tweets_csv(world / "ok.csv", labels, n=len(labels) * 2), DataConfig())
+        assert table.labels.tolist()[: len(expected)] == expected

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import save_tiny_opt, tiny_run_args
 
 from sendit.cli import main
 from sendit.report.stats import bootstrap_metric_ci
@@ -20,10 +19,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, one_thread) -> Path:
-    root = tmp_path_factory.mktemp("card")
-    assert main(tiny_run_args(save_tiny_opt(root / "tiny-opt"), root / "run", "head,lora")) == 0
-    return root / "run"
+def run(opt_run) -> Path:
+    """The shared tiny OPT run (conftest.py; its base model is run.parent / "tiny-opt"); read-only: exports go under
+    tmp_path, and the test that edits a model folder copies it first."""
+    return opt_run / "run"
 
 
 def front_matter(folder: Path) -> tuple[dict, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import decided, save_tiny_bert, save_tiny_opt, tiny_run_args
+from helpers import decided
 from test_export import ONE_THREAD, sample_texts
 
 import sendit.serve.onnx_export as onnx_export
@@ -44,13 +44,12 @@ json.dump(out, open(sys.argv[2], "w"))
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, one_thread) -> dict:
-    """Tiny runs (BERT head and lora, OPT lora), each exported to ONNX fp32 through the CLI, BERT lora also int8."""
+def exported(tmp_path_factory, one_thread, bert_run, opt_run) -> dict:
+    """The shared tiny runs (conftest.py: BERT head and lora, OPT lora), each exported to ONNX fp32 through the CLI
+    into this module's own folder, BERT lora also int8."""
     root = tmp_path_factory.mktemp("onnx")
-    assert main(tiny_run_args(save_tiny_bert(root / "tiny-bert"), root / "run-bert", "head,lora")) == 0
-    assert main(tiny_run_args(save_tiny_opt(root / "tiny-opt"), root / "run-opt", "lora")) == 0
-    sources = {"bert-head": root / "run-bert" / "head", "bert-lora": root / "run-bert" / "lora",
-               "opt-lora": root / "run-opt" / "lora"}
+    sources = {"bert-head": bert_run / "run" / "head", "bert-lora": bert_run / "run" / "lora",
+               "opt-lora": opt_run / "run" / "lora"}
     jobs = {name: (src, []) for name, src in sources.items()} | {"bert-lora-int8": (sources["bert-lora"],
                                                                                      ["--quantize", "int8"])}
     folders = {}

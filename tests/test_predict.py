@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import decided, paths_atol, save_tiny_opt
+from helpers import LIBRARY_NOISE, captured_fds, decided, paths_atol, run_cli, save_tiny_opt, tiny_run_args
 
 import sendit
 from sendit.cli import main
@@ -256,3 +256,45 @@ def test_jsonl_and_parquet_inputs_are_checked_like_csv(model_dir, tmp_path, caps
     jsonl.write_text("")
     assert main(["predict", str(model_dir), "--input", str(jsonl)]) == 2
     assert "the input is empty" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_predict_stdin_empty_or_closed(world, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))  # < /dev/null
+    code, err = run_cli(capsys, ["predict", str(world / "oldrun" / "lora"), "--input", "-"])
+    assert code == 2 and "the input is empty" in err
+    monkeypatch.setattr(sys, "stdin", None)  # <&- : Python sets sys.stdin to None
+    code, err = run_cli(capsys, ["predict", str(world / "oldrun" / "lora"), "--input", "-"])
+    assert code == 2 and "stdin is closed" in err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_predict_is_quiet_and_verbose_shows_the_libraries(custom_run):
+    model = str(custom_run["run"] / "lora")
+    with captured_fds() as quiet:
+        assert main(["predict", model, "so happy today"]) == 0
+    assert "prob_positive" in quiet["stdout"]
+    for noise in LIBRARY_NOISE:
+        assert noise not in quiet["stdout"] + quiet["stderr"], noise
+    assert "new classification head" not in quiet["stdout"]  # a trained model's head is loaded, not new
+    with captured_fds() as verbose:
+        assert main(["predict", model, "so happy today", "-v"]) == 0
+    assert "MISSING" in verbose["stderr"]  # transformers' own report, kept for -v
+    with captured_fds() as silent:
+        assert main(["-q", "run", *tiny_run_args(Path(model).parent.parent / "opt-base", Path(model).parent.parent
+                                                 / "run-q", "head", "--epochs", "1")[1:]]) == 0
+    assert silent["stdout"] == "" and "epoch" not in silent["stderr"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_python_api_is_listed_and_a_model_prints_in_one_line(custom_run):
+    import sendit
+
+    assert {"load", "run", "evaluate", "export", "build_report", "load_config", "__version__"} <= set(dir(sendit))
+    with captured_fds() as out:
+        model = sendit.load(custom_run["run"] / "lora", precision="fp32")
+        model.predict(["so happy today"])
+    assert "FutureWarning" not in out["warnings"] and "MISSING" not in out["stderr"]
+    text = repr(model)
+    assert "\n" not in text and len(text) < 200
+    assert text.startswith("SenditModel(method='lora', base_model=") and "precision='fp32', device='cpu'" in text

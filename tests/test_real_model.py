@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from sendit.cli import main
 from sendit.config.schema import EMBEDDED_TEST_NAME
 
 
+@pytest.mark.slow  # ~1,500 real tweets through MiniLM: minutes on a 2-core CPU; run with -m slow
 def test_minilm_learns_from_real_tweets(tmp_path):
     out = tmp_path / "real"
     args = ["run", "--model", "embedded", "--methods", "lora", "--train-size", "1500", "--val-size", "300",

@@ -23,6 +23,8 @@ from sendit.report import tables as rtables
 from sendit.report.files import atomic_write_text
 from sendit.report.stats import compute_stats
 from sendit.report.tables import fmt, latex_escape
+from sendit.cli import main
+from helpers import save_tiny_opt
 
 FULL_FIGURES = [
     "learning_curves",
@@ -527,3 +529,29 @@ def test_the_console_says_what_a_verdict_is_about_and_the_margin_flag_reaches_th
     assert "recommendation: Across 3 seeds:" in said
     assert main(["report", str(run3), "--out", str(tmp_path / "bad"), "--margin", "-1"]) == 2
     assert "--margin must be a number of accuracy points >= 0" in capsys.readouterr().err
+
+
+def test_report_escapes_tweets_and_nothing_is_written_outside_the_run_folder(tmp_path, monkeypatch, restore_threads):
+    from sendit.report import build_report
+
+    model = save_tiny_opt(tmp_path / "opt")
+    attack = '<script>alert("pwned")</script> so good <img src=x onerror=alert(1)>'
+    test_file = tmp_path / "manual.csv"
+    # The same tweet with both labels: one of the two is misclassified whatever the model says, so it is shown.
+    test_file.write_text(f'label,text\n0,"{attack.replace(chr(34), 2 * chr(34))}"\n'
+                         f'4,"{attack.replace(chr(34), 2 * chr(34))}"\n0,bad day\n4,good day\n')
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    run = tmp_path / "run"
+    assert main(["run", "--model", str(model), "--methods", "head", "--train-size", "32", "--val-size", "8",
+                 "--test-size", "8", "--test-file", str(test_file), "--epochs", "1", "--batch-size", "16",
+                 "--threads", "1", "--out", str(run), "--no-report"]) == 0
+    build_report([run], n_boot=50, dpi=40)
+    html = (run / "report" / "index.html").read_text()
+    assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt; so good &lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert list(cwd.iterdir()) == []  # nothing in the working directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "run"])  # nor next to the run folder
+    assert attack in pd.read_csv(run / "head_inference_predictions.csv")["text"].tolist()  # stored as written

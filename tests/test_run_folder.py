@@ -7,14 +7,30 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import tiny_run_args
+from helpers import run_cli, save_tiny_opt, snapshot, tiny_run_args, user_error
 
 from sendit.cli import main
 from sendit.errors import TrainingError
 from sendit.run import folder as run_folder
 from sendit.run.lifecycle import Job, failed_jobs, open_run, run_jobs
+from pathlib import Path
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from sendit.errors import ConfigError
+from sendit.run.method import check_label
+from sendit.run.method import train_method
+import types
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A tiny OPT classifier folder of this module's own (the typo and bad-input checks name it)."""
+    return save_tiny_opt(tmp_path_factory.mktemp("opt"))
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +122,83 @@ def test_a_distillation_whose_stage_fails_goes_on_with_the_other_seed_and_exits_
     assert code == 1 and "sendit distill: error: 1 of 2 method runs failed" in err and tried == [0, 1]
     status = json.loads((out / "run.json").read_text())["status"]
     assert sorted(v.split(":")[0] for v in status.values()) == ["done", "failed"], status
+
+
+def test_run_folder_is_never_overwritten_silently(tmp_path, capsys, model):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.csv").write_text("a\n1\n")
+    for flags in ([], ["--overwrite"]):  # not a run folder: left alone even with --overwrite
+        msg = user_error(capsys, ["run", "--model", str(model), "--out", str(out), *flags])
+        assert "is not a sendit run folder (no run.json), so it is left alone" in msg
+    (out / "run.json").write_text("{}")  # a run.json, but not sendit's: left alone even with --overwrite
+    for flags in ([], ["--overwrite"]):
+        msg = user_error(capsys, ["run", "--model", str(model), "--out", str(out), *flags])
+        assert "holds a run.json that sendit did not write" in msg and "left alone, even with --overwrite" in msg
+    (out / "run.json").write_text('{"config": {}, "status": {}}')  # a run folder from before the sendit mark
+    msg = user_error(capsys, ["run", "--model", str(model), "--out", str(out)])
+    assert "already exists and is not empty. Pass --overwrite" in msg and f"--resume {out}" in msg
+    assert (out / "precious.csv").read_text() == "a\n1\n"
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    assert "is a file" in user_error(capsys, ["run", "--model", str(model), "--out", str(a_file)])
+    msg = user_error(capsys, ["run", "--resume", str(tmp_path / "nothing-here")])
+    assert "no run.json with a config there, nothing to resume" in msg
+    msg = user_error(capsys, ["run", "--model", str(model), "--out", str(a_file / "sub")])
+    assert "Not a directory" in msg and str(a_file) in msg  # OSError: no traceback either
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from sendit.run.folder import writing
+with writing(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def _holder(run_dir: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over(world, capsys):
+    old = world / "oldrun"
+    proc = _holder(old)
+    try:
+        before = snapshot(world, ["oldrun"])
+        for command in (f"run --model {world}/opt --no-report --out {old} --overwrite --data {world}/forty.csv "
+                        f"--test-file none --train-size 20 --val-size 8 --test-size 8 --batch-size 8",
+                        f"run --resume {old}"):
+            code, err = run_cli(capsys, shlex.split(command))
+            assert code == 2, err
+            assert f"is being written by another sendit process (PID {proc.pid}" in err
+        assert snapshot(world, ["oldrun"]) == before  # nothing deleted by the refused --overwrite
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    from sendit.run.folder import LOCK, writing
+
+    assert (old / LOCK).exists()  # the killed holder never released it: a stale lock
+    with writing(old):
+        assert (old / LOCK).read_text().split("\n")[0] == str(os.getpid())
+    assert not (old / LOCK).exists()
+
+
+@pytest.mark.parametrize("label", ["../escape", "a/b", "/abs", ".hidden", "..", ".", "", "a\\b"])
+def test_method_labels_cannot_leave_the_run_folder(label, tmp_path):
+    with pytest.raises(ConfigError, match="cannot name a folder inside the run folder"):
+        check_label(label)
+    if label:  # an empty label means "the method's name"
+        ctx = types.SimpleNamespace(cfg=None, accelerator=None, run_dir=tmp_path)
+        with pytest.raises(ConfigError):
+            train_method(ctx, "head", 0, label=label)
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("label", ["lora", "distill-3L-full", "distill-opt-125m-lora", "a.b_c"])
+def test_ordinary_labels_pass(label):
+    assert check_label(label) == label

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import save_tiny_bert, tiny_run_args
 from test_export import ONE_THREAD, sample_texts
 
 import sendit.serve.server as serve_module
@@ -32,13 +31,13 @@ SRC = str(Path(serve_module.__file__).parents[1])
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory, one_thread) -> dict:
-    """A tiny BERT head run and its ONNX export."""
-    root = tmp_path_factory.mktemp("serve")
-    assert main(tiny_run_args(save_tiny_bert(root / "tiny-bert"), root / "run", "head")) == 0
-    assert main(["export", str(root / "run" / "head"), "--out", str(root / "onnx"), "--format", "onnx",
+def folders(tmp_path_factory, one_thread, bert_run) -> dict:
+    """The shared tiny BERT run's head (conftest.py: root/"tiny-bert", root/"run"; read-only) and its ONNX export,
+    with this module's own folder for the export and the logs."""
+    own = tmp_path_factory.mktemp("serve")
+    assert main(["export", str(bert_run / "run" / "head"), "--out", str(own / "onnx"), "--format", "onnx",
                  "--min-agreement", "0"]) == 0
-    return {"torch": root / "run" / "head", "onnx": root / "onnx", "root": root}
+    return {"torch": bert_run / "run" / "head", "onnx": own / "onnx", "root": bert_run, "own": own}
 
 
 class Service:
@@ -77,7 +76,7 @@ class Service:
 
 @pytest.fixture(scope="module")
 def service(folders):
-    s = Service(folders["torch"], folders["root"] / "serve.log", "--max-wait-ms", "50", "--max-batch", "64",
+    s = Service(folders["torch"], folders["own"] / "serve.log", "--max-wait-ms", "50", "--max-batch", "64",
                 "--max-texts", "16", "--max-body-bytes", "4000", "--max-text-chars", "500")
     yield s
     assert s.stop() == 0, s.log.read_text()

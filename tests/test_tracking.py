@@ -42,3 +42,16 @@ def test_wandb_tracking_works_offline_and_records_the_epochs(tiny_opt, tmp_path,
     data = log.read_bytes()
     assert data.count(b"bitfit/val/f1") >= 2 and b"bitfit/train/loss" in data, "each epoch's metrics are logged"
     assert b"train.epochs" in data and b"method.methods" in data, "the run's config is stored as its parameters"
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_missing_tracker_package_stops_the_run_before_any_work(tiny_opt, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    out = tmp_path / "r"
+    assert main(tiny_run_args(tiny_opt, out, "head", "--tracker", "mlflow")) == 2
+    err = capsys.readouterr().err
+    assert "--tracker mlflow needs the mlflow package" in err and "pip install 'sendit[tracking]'" in err
+    assert not out.exists()
