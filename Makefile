@@ -33,7 +33,7 @@ test: install-dev
 # The precision tests again with `precision: auto` forced to the path this machine would NOT pick (bf16 on a CPU
 # without AMX, fp32 on a CPU with AMX or a GPU), through SENDIT_PRECISION.
 test-other-precision: install-dev
-	SENDIT_PRECISION=$$($(BIN)/python -c "from sendit.device import resolve_precision as r; \
+	SENDIT_PRECISION=$$($(BIN)/python -c "from sendit.train.device import resolve_precision as r; \
 	print('fp32' if r('auto') == 'bf16' else 'bf16')") && echo "forcing SENDIT_PRECISION=$$SENDIT_PRECISION" && \
 	SENDIT_PRECISION=$$SENDIT_PRECISION $(BIN)/python -m pytest -q $(wildcard $(PRECISION_TESTS)) $(PRECISION_NODES)
 

@@ -16,17 +16,18 @@ import yaml
 from helpers import OPT_TOKENIZER, paths_atol, save_tiny_opt, tiny_opt_config, tiny_run_args
 from safetensors.torch import load_file, save_file
 
-from sendit.recipes import distill as D
-from sendit.recipes.distill import students as S
 from sendit.cli import main
+from sendit.config.distill import DistillConfig, distill_config
 from sendit.config.schema import CONFIG_DIR, EMBEDDED_TEST_NAME, HELDOUT_NAME, load_config
 from sendit.errors import ConfigError
-from sendit.train.device import Processes
-from sendit.config.distill import DistillConfig, distill_config
+from sendit.recipes import distill as D
+from sendit.recipes.distill import students as S
+from sendit.run.model_folder import save_model_folder
+from sendit.serve.model_folder import load
 from sendit.train.batching import encode
+from sendit.train.device import Processes
 from sendit.train.engine import predict
 from sendit.train.models import load_tokenizer, model_from_config
-from sendit.serve.model_folder import load, save_model_folder
 
 TEXTS = ["so happy today!", "worst day ever", "i love this song", "my phone broke again", "meh", "great game tonight",
          "can't sleep. again.", "thanks @user for the help"]

@@ -85,7 +85,7 @@ def model_dir(tmp_path_factory) -> Path:
     """A sendit model folder (method 'full') around an untrained tiny OPT."""
     from transformers import AutoModelForSequenceClassification
 
-    from sendit.serve.model_folder import save_model_folder
+    from sendit.run.model_folder import save_model_folder
     from sendit.train.models import load_tokenizer
 
     root = tmp_path_factory.mktemp("inputs")

@@ -10,13 +10,14 @@ import torch
 from helpers import OPT_TOKENIZER, tiny_opt_config
 
 from sendit.config.schema import MethodConfig, TrainConfig
-from sendit.train.batching import encode
-from sendit.train.engine import fit, predict
 from sendit.methods import METHODS, get_method
 from sendit.methods.bitfit import bias_names
-from sendit.train.models import head_parameter_names, load_model, model_from_config
+from sendit.run.model_folder import save_model_folder
+from sendit.serve.model_folder import load
+from sendit.train.batching import encode
 from sendit.train.device import Processes
-from sendit.serve.model_folder import load, save_model_folder
+from sendit.train.engine import fit, predict
+from sendit.train.models import head_parameter_names, load_model, model_from_config
 
 TEXTS = ["i love this so much", "worst day ever", "meh", "so happy today!!", "sad and tired", "great game",
          "awful traffic again", "nice weather"] * 8

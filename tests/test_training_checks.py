@@ -183,7 +183,7 @@ def test_teacher_cache_key_names_the_precision_and_the_hub_revision(tmp_path, mo
     from huggingface_hub import constants
 
     from sendit.recipes.distill import students as S
-    from sendit.serve.model_folder import save_model_folder
+    from sendit.run.model_folder import save_model_folder
 
     tok = load_tokenizer(str(OPT_TOKENIZER))
     teacher = tmp_path / "teacher"
