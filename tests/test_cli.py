@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,6 @@ from helpers import LIBRARY_NOISE, run_cli, snapshot, tiny_run_args
 
 from sendit.cli import build_parser, main
 from sendit.config.schema import CONFIG_DIR, field_index, load_config
-import shlex
 
 STUDY_COLUMNS = {
     "results": ["best_val_f1", "val_accuracy", "runtime_sec", "memory_delta_mb"],

@@ -5,24 +5,22 @@ failure policy for every recipe (a failed job is recorded, the jobs that need it
 from __future__ import annotations
 
 import json
-
-import pytest
-from helpers import run_cli, save_tiny_opt, snapshot, tiny_run_args, user_error
-
-from sendit.cli import main
-from sendit.errors import TrainingError
-from sendit.run import folder as run_folder
-from sendit.run.lifecycle import Job, failed_jobs, open_run, run_jobs
-from pathlib import Path
 import os
 import shlex
 import signal
 import subprocess
 import sys
-from sendit.errors import ConfigError
-from sendit.run.method import check_label
-from sendit.run.method import train_method
 import types
+from pathlib import Path
+
+import pytest
+from helpers import run_cli, save_tiny_opt, snapshot, tiny_run_args, user_error
+
+from sendit.cli import main
+from sendit.errors import ConfigError, TrainingError
+from sendit.run import folder as run_folder
+from sendit.run.lifecycle import Job, failed_jobs, open_run, run_jobs
+from sendit.run.method import check_label, train_method
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
