@@ -1,4 +1,6 @@
-"""End-to-end CLI: `sendit run/train/evaluate/predict/data/methods` on a tiny OPT model, asserting on the files."""
+"""End-to-end CLI: `sendit run/train/evaluate/predict/data/methods` on a tiny OPT model, asserting on the files;
+the careless user's table (each command line's exit code, one-paragraph message, files left alone; exit 2 = bad
+input, 1 = a run failed part-way, 130 = interrupted; docs/reliability.md "Misuse"), --version and --help."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Readers, normalisation and splits on the real embedded data."""
+"""Readers, normalisation and splits on the real embedded data; training data that cannot make a run (one paragraph,
+exit 2), split sizes that add up, test sets named after what they are."""
 
 from __future__ import annotations
 

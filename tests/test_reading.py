@@ -1,4 +1,5 @@
-"""The one tabular reader and the one atomic writer: streams decode like files, and nothing happens at import."""
+"""The one tabular reader and the one atomic writer: streams decode like files, and nothing happens at import. Every bad data file
+ends in one paragraph naming the file, line and fix (exit 2, no traceback; docs/reliability.md lists them)."""
 
 from __future__ import annotations
 

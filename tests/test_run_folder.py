@@ -1,6 +1,7 @@
 """The run folder has one home for its names (sendit.run.folder): finished run, tune and distill folders hold
 nothing that module does not name, and its readers and writers agree on them. The lifecycle's job loop: one
-failure policy for every recipe (a failed job is recorded, the jobs that need it are not tried, the others go on)."""
+failure policy for every recipe (a failed job is recorded, the jobs that need it are not tried, the others go on). One writer at a time (the lock), a folder that is not a run never overwritten, method labels
+that cannot leave the run folder."""
 
 from __future__ import annotations
 
