@@ -1,10 +1,13 @@
-"""End-to-end CLI: `sendit run/train/evaluate/predict/data/methods` on a tiny OPT model, asserting on the files."""
+"""End-to-end CLI: `sendit run/train/evaluate/predict/data/methods` on a tiny OPT model, asserting on the files;
+the careless user's table (each command line's exit code, one-paragraph message, files left alone; exit 2 = bad
+input, 1 = a run failed part-way, 130 = interrupted; docs/reliability.md "Misuse"), --version and --help."""
 
 from __future__ import annotations
 
 import copy
 import json
 import pickle
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,6 @@ from helpers import LIBRARY_NOISE, run_cli, snapshot, tiny_run_args
 
 from sendit.cli import build_parser, main
 from sendit.config.schema import CONFIG_DIR, field_index, load_config
-import shlex
 
 STUDY_COLUMNS = {
     "results": ["best_val_f1", "val_accuracy", "runtime_sec", "memory_delta_mb"],

@@ -1,23 +1,23 @@
-"""Readers, normalisation and splits on the real embedded data."""
+"""Readers, normalisation and splits on the real embedded data; training data that cannot make a run (one paragraph,
+exit 2), split sizes that add up, test sets named after what they are."""
 
 from __future__ import annotations
 
 import json
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from helpers import _csv, save_tiny_opt, tiny_run_args, tweets, tweets_csv, user_error
 
-from sendit.config.schema import DataConfig
-from sendit.errors import DataError
-from sendit.data.dataset import Table, dedupe, load_splits, normalize_tweet, stratified_split
-from sendit.data.reading import read_hub, read_source, read_table, read_test_file
-from pathlib import Path
-from sendit.data.dataset import split_sizes
 from sendit.cli import main
+from sendit.config.schema import DataConfig
+from sendit.data.dataset import Table, dedupe, load_splits, normalize_tweet, split_sizes, stratified_split
+from sendit.data.reading import read_hub, read_source, read_table, read_test_file
+from sendit.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ from helpers import decided, paths_atol, run_cli, save_tiny_opt, tiny_run_args
 
 import sendit
 from sendit.cli import main
-from sendit.errors import ConfigError
 from sendit.config.schema import DataConfig
 from sendit.data.dataset import normalize_tweet
 from sendit.data.reading import read_source
+from sendit.errors import ConfigError
 from sendit.serve.export import add_tweet_normalizer, export, normalize_snippet
 from sendit.serve.model_folder import load
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from helpers import tweets_csv, user_error
 
-from sendit.errors import ConfigError, DataError
+from sendit.cli import main
 from sendit.config.schema import DataConfig, load_config
 from sendit.data.dataset import load_splits, stratified_split
+from sendit.data.reading import read_source, read_table, read_test_file
+from sendit.errors import ConfigError, DataError
 from sendit.train.engine import class_weights, cross_entropy, training_loss
 from sendit.train.metrics import classification_metrics, confusion_matrix
-from sendit.data.reading import read_source, read_table, read_test_file
-from sendit.cli import main
 
 THREE = ["negative", "neutral", "positive"]
 

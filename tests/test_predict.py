@@ -32,8 +32,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A sendit model folder (method 'full') around an untrained tiny OPT: no training needed to predict."""
-    from sendit.train.models import load_tokenizer
     from sendit.run.model_folder import save_model_folder
+    from sendit.train.models import load_tokenizer
 
     root = tmp_path_factory.mktemp("predict")
     base = save_tiny_opt(root / "tiny-opt", seed=3)

@@ -1,23 +1,24 @@
-"""The one tabular reader and the one atomic writer: streams decode like files, and nothing happens at import."""
+"""The one tabular reader and the one atomic writer: streams decode like files, and nothing happens at import. Every bad data file
+ends in one paragraph naming the file, line and fix (exit 2, no traceback; docs/reliability.md lists them)."""
 
 from __future__ import annotations
 
 import codecs
+import gzip
 import importlib
 import importlib.util
+import json
 import os
 import stat
 
 import pytest
+from helpers import SENTIMENT140_ROW, user_error
 
-from sendit.run import folder as run_folder
+from sendit.cli import main
 from sendit.config.schema import DataConfig
 from sendit.data.reading import read_chunks, read_table
 from sendit.errors import DataError
-from helpers import SENTIMENT140_ROW, user_error
-import gzip
-import json
-from sendit.cli import main
+from sendit.run import folder as run_folder
 
 # UTF-8 text, a byte-order mark in front and one latin-1 byte (Sentiment140's encoding) in a row of its own.
 MIXED = "\ufefftext,label\ncaf\u00e9 ok,4\n".encode() + b"na\xefve,0\n"

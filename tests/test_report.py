@@ -13,18 +13,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import save_tiny_opt
 from PIL import Image
 from report_fixtures import SCRIPT_TWEET, make_run, make_study_folder
 from scipy import stats as sps
 
+from sendit.cli import main
 from sendit.report import build_report, load_runs, main_report
 from sendit.report import stats as rstats
 from sendit.report import tables as rtables
 from sendit.report.files import atomic_write_text
 from sendit.report.stats import compute_stats
 from sendit.report.tables import fmt, latex_escape
-from sendit.cli import main
-from helpers import save_tiny_opt
 
 FULL_FIGURES = [
     "learning_curves",

@@ -1,28 +1,27 @@
 """The run folder has one home for its names (sendit.run.folder): finished run, tune and distill folders hold
 nothing that module does not name, and its readers and writers agree on them. The lifecycle's job loop: one
-failure policy for every recipe (a failed job is recorded, the jobs that need it are not tried, the others go on)."""
+failure policy for every recipe (a failed job is recorded, the jobs that need it are not tried, the others go on). One writer at a time (the lock), a folder that is not a run never overwritten, method labels
+that cannot leave the run folder."""
 
 from __future__ import annotations
 
 import json
-
-import pytest
-from helpers import run_cli, save_tiny_opt, snapshot, tiny_run_args, user_error
-
-from sendit.cli import main
-from sendit.errors import TrainingError
-from sendit.run import folder as run_folder
-from sendit.run.lifecycle import Job, failed_jobs, open_run, run_jobs
-from pathlib import Path
 import os
 import shlex
 import signal
 import subprocess
 import sys
-from sendit.errors import ConfigError
-from sendit.run.method import check_label
-from sendit.run.method import train_method
 import types
+from pathlib import Path
+
+import pytest
+from helpers import run_cli, save_tiny_opt, snapshot, tiny_run_args, user_error
+
+from sendit.cli import main
+from sendit.errors import ConfigError, TrainingError
+from sendit.run import folder as run_folder
+from sendit.run.lifecycle import Job, failed_jobs, open_run, run_jobs
+from sendit.run.method import check_label, train_method
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
