@@ -9,7 +9,7 @@ from sendit.cli import main
 from sendit.config.schema import EMBEDDED_TEST_NAME
 
 
-@pytest.mark.slow  # ~1,500 real tweets through MiniLM: minutes on a 2-core CPU; run with -m slow
+@pytest.mark.slow  # 1,500 real tweets through MiniLM: 340 s of a 35-min default suite (2 cores, load ~5); -m slow
 def test_minilm_learns_from_real_tweets(tmp_path):
     out = tmp_path / "real"
     args = ["run", "--model", "embedded", "--methods", "lora", "--train-size", "1500", "--val-size", "300",
