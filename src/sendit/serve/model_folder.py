@@ -13,14 +13,12 @@ from pathlib import Path
 
 from torch import nn
 
-from sendit.data.dataset import normalize_tweet
-from sendit.data.labels import label_dicts
 from sendit.errors import ModelError
 from sendit.methods import Method
 from sendit.run.folder import MODEL_MANIFEST as MANIFEST  # noqa: E402
 from sendit.run.model_folder import save_model_folder  # noqa: F401  (sendit.serve.model_folder.save_model_folder)
+from sendit.serve.folder_model import FolderModel
 from sendit.serve.onnx_folder import OnnxModel, is_onnx_folder, load_onnx
-from sendit.train.batching import encode
 from sendit.train.device import default_device, resolve_precision
 from sendit.train.engine import Predictions, predict
 from sendit.train.models import load_model, load_tokenizer
@@ -28,7 +26,7 @@ from sendit.verbosity import quiet_libraries
 
 
 @dataclass
-class SenditModel:
+class SenditModel(FolderModel):
     """A trained classifier: `sendit.load(RUN_DIR / "lora").predict(["what a day!"])`."""
 
     model: nn.Module
@@ -42,25 +40,10 @@ class SenditModel:
         return (f"SenditModel(method={m.get('trained_method', m['method'])!r}, base_model={m['base_model']!r}, "
                 f"precision={self.precision!r}, device='{device}')")
 
-    @property
-    def classes(self) -> tuple[str, ...]:
-        """The class names in id order (run.json's and the config's id2label; older folders: negative/positive)."""
-        return tuple(self.manifest.get("labels") or ("negative", "positive"))
-
-    def encode(self, texts: list[str]):
-        if self.manifest.get("normalize", True):
-            texts = [normalize_tweet(t) for t in texts]
-        return encode(self.tokenizer, texts, None, int(self.manifest.get("max_length", 128)))
-
     def predict_proba(self, texts: list[str], batch_size: int = 256, progress: bool = True) -> Predictions:
         texts = [texts] if isinstance(texts, str) else list(texts)  # predict("so happy") must not mean 8 texts
         return predict(self.model, self.encode(texts), None, batch_size, precision=self.precision,
                        desc="predict" if progress else None)
-
-    def predict(self, texts: list[str], batch_size: int = 256) -> list[dict]:
-        """One dict per text: label (the class id; 0 = negative, 1 = positive for a binary model), label_name, and
-        prob_positive for a binary model, else one prob_<name> per class."""
-        return label_dicts(self.predict_proba(texts, batch_size).probs, self.classes)
 
 
 

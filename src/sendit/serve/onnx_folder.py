@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sendit.errors import ConfigError
+from sendit.serve.folder_model import FolderModel
 
 ONNX_FILE = "model.onnx"
 from sendit.run.folder import MODEL_MANIFEST as MANIFEST  # noqa: E402
@@ -39,7 +40,7 @@ def require_onnx(export: bool = False) -> None:
 
 
 @dataclass
-class OnnxModel:
+class OnnxModel(FolderModel):
     """An exported ONNX folder with the predict API of sendit.serve.model_folder.SenditModel."""
 
     session: object  # onnxruntime.InferenceSession
@@ -51,19 +52,6 @@ class OnnxModel:
         m = self.manifest
         return (f"OnnxModel(method={m.get('trained_method', m['method'])!r}, base_model={m['base_model']!r}, "
                 f"precision={self.precision!r})")
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        """The class names in id order, as SenditModel.classes."""
-        return tuple(self.manifest.get("labels") or ("negative", "positive"))
-
-    def encode(self, texts: list[str]):
-        from sendit.data.dataset import normalize_tweet
-        from sendit.train.batching import encode
-
-        if self.manifest.get("normalize", True):
-            texts = [normalize_tweet(t) for t in texts]
-        return encode(self.tokenizer, texts, None, int(self.manifest.get("max_length", 128)))
 
     def predict_proba(self, texts: list[str], batch_size: int = 256, progress: bool = True):
         """Logits for every text (sendit.train.engine.Predictions), batched longest first as sendit.train.engine.predict does.
@@ -85,12 +73,6 @@ class OnnxModel:
                 mask[row, : lengths[i]] = 1
             logits[batch] = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
         return Predictions(logits, time.perf_counter() - t0, int(lengths.sum()))
-
-    def predict(self, texts: list[str], batch_size: int = 256) -> list[dict]:
-        """One dict per text, as SenditModel.predict."""
-        from sendit.data.labels import label_dicts
-
-        return label_dicts(self.predict_proba(texts, batch_size).probs, self.classes)
 
 
 def load_onnx(folder: str | Path, precision: str = "auto", manifest: dict | None = None) -> OnnxModel:
