@@ -20,7 +20,8 @@ from sendit.config.schema import DataConfig
 from sendit.data.dataset import normalize_tweet
 from sendit.data.reading import read_source
 from sendit.errors import ConfigError
-from sendit.serve.export import add_tweet_normalizer, export, normalize_snippet
+from sendit.serve.export import export
+from sendit.serve.hf_folder import add_tweet_normalizer, normalize_snippet
 from sendit.serve.model_folder import load
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same for subprocesses

@@ -11,7 +11,7 @@ its method (`--methods NAME`, a model folder trained with it) fails with that pa
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Callable
 
 GROUP = "sendit.methods"
 
@@ -23,16 +23,15 @@ ORIGINS: dict[str, dict[str, str]] = {}
 _loaded = False
 
 
-def load_plugins() -> None:
+def load_plugins(methods: dict, register: Callable[[Any], Any]) -> None:
     """Import every `sendit.methods` entry point once. An entry point names a module (importing it registers its
-    methods, as sendit's own method files do), a Method class, or a Method object."""
+    methods, as sendit's own method files do), a Method class, or a Method object. The registry passes itself in
+    (`methods`, read as a plain dict, and its `register`), so that this module imports nothing of sendit."""
     global _loaded
     if _loaded:
         return
     _loaded = True  # before importing: a plugin that reads the registry while it loads must not start this again
     from importlib.metadata import entry_points
-
-    from sendit.methods.registry import METHODS
 
     seen: set[str] = set()
     for ep in entry_points(group=GROUP):
@@ -40,9 +39,9 @@ def load_plugins() -> None:
             continue
         seen.add(ep.name)
         dist = getattr(ep.dist, "name", None) or "an unknown package"
-        before = set(dict.keys(METHODS))
+        before = set(dict.keys(methods))
         try:
-            _register_entry_point(ep.load())
+            _register_entry_point(ep.load(), methods, register)
         except Exception as e:  # anything a broken plugin raises; it must not stop sendit
             FAILED[ep.name] = (f"the method plugin '{ep.name}' of the package '{dist}' (entry point {ep.value} in "
                                f"the group {GROUP}) failed to import: {type(e).__name__}: {e}. Reinstall or fix "
@@ -51,14 +50,12 @@ def load_plugins() -> None:
             print(f"sendit: warning: {FAILED[ep.name]}", file=sys.stderr)
             continue
         version = getattr(ep.dist, "version", None) or ""
-        for name in set(dict.keys(METHODS)) - before:
+        for name in set(dict.keys(methods)) - before:
             ORIGINS[name] = {"name": dist, "version": version}
 
 
-def _register_entry_point(obj: Any) -> None:
+def _register_entry_point(obj: Any, methods: dict, register: Callable[[Any], Any]) -> None:
     import inspect
-
-    from sendit.methods.registry import METHODS, register
 
     if inspect.ismodule(obj):  # the module registered its methods when it was imported
         return
@@ -66,5 +63,5 @@ def _register_entry_point(obj: Any) -> None:
     if not (hasattr(method, "name") and hasattr(method, "prepare")):
         raise TypeError(f"{obj!r} is neither a module nor a sendit Method (an object with name, prepare, save, "
                         f"load, merge)")
-    if dict.get(METHODS, method.name) is not method:
+    if dict.get(methods, method.name) is not method:
         register(method)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from sendit.errors import ConfigError
+from sendit.methods.plugins import FAILED, GROUP, load_plugins
 
 if TYPE_CHECKING:
     from torch import nn
@@ -68,9 +69,7 @@ class Registry(dict):
     them; registering does not read, so sendit's own method files register without importing any plugin."""
 
     def _all(self) -> Registry:
-        from sendit.methods.plugins import load_plugins
-
-        load_plugins()
+        load_plugins(self, register)
         return self
 
     def __getitem__(self, name: str) -> Method:
@@ -125,8 +124,6 @@ def method_info(names: list[str]) -> dict[str, dict]:
 
 
 def get_method(name: str) -> Method:
-    from sendit.methods.plugins import FAILED, GROUP
-
     if name not in METHODS:
         if name in FAILED:
             raise ConfigError(FAILED[name])

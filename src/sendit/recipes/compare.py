@@ -46,7 +46,11 @@ def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False, report: b
             if (run_dir / CHECKPOINTS).is_dir() and not any((run_dir / CHECKPOINTS).iterdir()):
                 (run_dir / CHECKPOINTS).rmdir()
         ctx.accelerator.end_trackers()
-        wall = finish_run(run_dir, t0, log, report, main=ctx.main())
+        wall = finish_run(run_dir, t0, main=ctx.main())
+        if report and ctx.main():
+            from sendit.report import report_run  # matplotlib and pandas only when a report is written
+
+            report_run(run_dir, log)
     log(f"results: {run_dir.resolve()}  ({wall:.0f} s)")
     return run_dir
 

@@ -22,10 +22,11 @@ from sendit.report.load import RunData, load_runs
 from sendit.report.recommend import build_recommendation, expected_max_figure
 from sendit.report.stats import ACROSS_SEEDS_METHOD, HOLM_METHOD, ONE_SEED_METHOD, StatsConfig, compute_stats
 from sendit.report.style import RC
+from sendit.report.classes import class_tables
 from sendit.report.tables import build_tables, write_table
 from sendit.run.folder import REPORT
 
-__all__ = ["RunData", "StatsConfig", "build_report", "load_runs", "main_report"]
+__all__ = ["RunData", "StatsConfig", "build_report", "load_runs", "main_report", "report_run"]
 
 
 def _jsonable(x: object) -> object:
@@ -77,7 +78,7 @@ def build_report(
     cfg = StatsConfig(n_boot=n_boot, seed=seed)
     stats = compute_stats(data, cfg)
     rec = build_recommendation(data, stats, run_dirs, cfg.alpha, margin=margin)
-    tables = build_tables(data, stats) + rec.tables
+    tables = build_tables(data, stats) + [t for t in class_tables(data) if t is not None] + rec.tables
     for t in tables:
         write_table(t, out / "tables")
     figures = build_figures(data, out / "figures", dpi=dpi)
@@ -113,6 +114,11 @@ def build_report(
         for line in console_lines(page):
             log(line)
     return out
+
+
+def report_run(run_dir: Path, log: Callable[[str], None]) -> None:
+    """The report of a run that run, tune or distill just finished, in its folder; the page's path said on log."""
+    log(f"report: {build_report([run_dir], log=log) / 'index.html'}")
 
 
 def main_report(run_dirs: list[str], out: str | None = None, margin: float | None = None) -> int:

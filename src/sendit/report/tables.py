@@ -385,8 +385,7 @@ def write_table(t: Table, folder: Path) -> list[Path]:
 
 
 def build_tables(data: RunData, stats: dict[str, pd.DataFrame]) -> list[Table]:
-    """All tables the data allows, in page order."""
-    from sendit.report.classes import class_tables  # it builds on this module's Table
+    """All tables the data allows, in page order (the per-class tables, report/classes.py, follow them)."""
     tables = [
         validation_table(data),
         test_table(data),
@@ -394,6 +393,5 @@ def build_tables(data: RunData, stats: dict[str, pd.DataFrame]) -> list[Table]:
         pairs_table(stats["pairs"]),
         pairs_table(stats["seed_pairs"], across_seeds=True),
         retention_table(data),
-        *class_tables(data),
     ]
     return [t for t in tables if t is not None]

@@ -173,17 +173,13 @@ def _time_left(seconds: float, done: int, left: int) -> str:
     return f" (about {when} left, from the {done} finished so far)" if done else ""
 
 
-def finish_run(run_dir: Path, started: float, log: Callable[[str], None], report: bool, main: bool = True,
-               wall_key: str = "wall_time_sec") -> float:
-    """run.json's finish time and wall time (added to a resumed run's), then the report; returns the wall time."""
+def finish_run(run_dir: Path, started: float, main: bool = True, wall_key: str = "wall_time_sec") -> float:
+    """run.json's finish time and wall time (added to a resumed run's); returns the wall time. The recipe writes
+    the report after it (sendit.report.report_run): the run folder's lifecycle does not import the report."""
     wall = time.perf_counter() - started
     if main:
         wall += read_manifest(run_dir).get(wall_key, 0.0) if wall_key == "wall_time_sec" else 0.0
         update_manifest(run_dir, **{"finished": datetime.now().isoformat(timespec="seconds"), wall_key: wall})
-    if report and main:
-        from sendit.report import build_report
-
-        log(f"report: {Path(build_report([run_dir], log=log)) / 'index.html'}")
     return wall
 
 

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from sendit.errors import ConfigError
+from sendit.serve.hf_folder import write_merged
 from sendit.serve.onnx_folder import ONNX_FILE, load_onnx
 
 PARITY_ROWS = 1000  # resolves agreement to 0.1 %, and takes seconds even for OPT-125m on 2 cores
@@ -47,14 +48,12 @@ def write_onnx(sendit_model, src: Path, folder: Path, quantize: str | None, min_
                log: Callable[[str], None]) -> dict:
     """Write model.onnx, config.json and the tokenizer into folder, then check them against sendit_model (fp32);
     returns the manifest, with the parity numbers. Raises ConfigError below min_agreement unless force."""
-    from sendit.serve.export import _write_merged
-
     texts, described = parity_texts(src, sendit_model.manifest)
-    # Before _write_merged: it builds the tweet normalisation into this tokenizer, after which sendit_model would
+    # Before write_merged: it builds the tweet normalisation into this tokenizer, after which sendit_model would
     # normalise twice.
     reference = sendit_model.predict_proba(texts, progress=False).probs
     model = sendit_model.model.cpu().float().eval()
-    manifest = _write_merged(sendit_model, src, folder, weights=False)
+    manifest = write_merged(sendit_model, src, folder, weights=False)
     _torch_export(model, sendit_model.tokenizer, folder / ONNX_FILE)
     if quantize == "int8":
         _quantize_int8(folder / ONNX_FILE)

@@ -225,7 +225,11 @@ def _distill_into(run_dir: Path, cfg: RunConfig, d: DistillConfig, teacher: Path
                             needs=None if before is None else f"{before.label}/seed{seed}"))
     run_jobs(run_dir, jobs, log, main=ctx.main())
     ctx.accelerator.end_trackers()
-    finish_run(run_dir, t0, log, report, main=ctx.main(), wall_key="distill_wall_time_sec")
+    finish_run(run_dir, t0, main=ctx.main(), wall_key="distill_wall_time_sec")
+    if report and ctx.main():
+        from sendit.report import report_run  # matplotlib and pandas only when a report is written
+
+        report_run(run_dir, log)
     return run_dir
 
 

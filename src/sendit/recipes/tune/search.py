@@ -105,7 +105,12 @@ def _tune(cfg: RunConfig, tcfg: TuneConfig, spaces: dict, run_dir: Path, splits,
     update_manifest(run_dir, tuned=tuned, search_finished=datetime.now().isoformat(timespec="seconds"))
     confirm(ctx, tcfg, tuned, spaces, log)
     ctx.accelerator.end_trackers()
-    wall = finish_run(run_dir, t0, log, report)
+    wall = finish_run(run_dir, t0)
+
+    if report:
+        from sendit.report import report_run  # matplotlib and pandas only when a report is written
+
+        report_run(run_dir, log)
     log(f"results: {run_dir.resolve()}  ({wall:.0f} s)")
     return run_dir
 
