@@ -84,7 +84,7 @@ def build_report(
     figures = build_figures(data, out / "figures", dpi=dpi)
     if not rec.curves.empty:
         with matplotlib.rc_context(RC):
-            figures.append(expected_max_figure(rec.curves, data.names, out / "figures", dpi))
+            figures.append(expected_max_figure(rec.curves, data, out / "figures", dpi))
 
     page = Page(data=data, tables=tables, figures=figures, stats=stats, cfg=cfg, recommendation=rec.sentence)
     summary = {

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 
 from sendit.config.schema import HELDOUT_NAME, DataConfig, test_set_name
-from sendit.report.files import pretty
 from sendit.report.load import RunData
 from sendit.report.tables import Table
 
@@ -68,7 +67,7 @@ def per_class_table(data: RunData) -> Table | None:
             tp, predicted, actual = cm[c, c], cm[:, c].sum(), cm[c, :].sum()
             p = tp / predicted if predicted else 0.0
             r = tp / actual if actual else 0.0
-            rows.append({"test_set": ts, "method": pretty(name), "name": name, "class": cls, "precision": p,
+            rows.append({"test_set": ts, "method": data.pretty(name), "name": name, "class": cls, "precision": p,
                          "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "support": int(actual),
                          "seeds": g["seed"].nunique()})
     raw = pd.DataFrame(rows)
@@ -87,7 +86,7 @@ def confusion_table(data: RunData) -> Table | None:
     for ts, name, g in _groups(data):
         cm = confusion(g, len(names))
         for c, cls in enumerate(names):
-            rows.append({"test_set": ts, "method": pretty(name), "name": name, "true": cls,
+            rows.append({"test_set": ts, "method": data.pretty(name), "name": name, "true": cls,
                          **{f"predicted {p}": int(cm[c, j]) for j, p in enumerate(names)}})
     raw = pd.DataFrame(rows)
     shown = raw.drop(columns="name").rename(columns={"test_set": "Test set", "method": "Method", "true": "True"})

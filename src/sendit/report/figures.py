@@ -13,7 +13,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from sendit.report.classes import class_names, confusion
-from sendit.report.files import pretty
 from sendit.report.load import RunData
 from sendit.report.style import RC, WIDTH, Styles, legend, new_figure, save_figure
 from sendit.report.tables import distillation_names, teacher_of
@@ -50,7 +49,7 @@ def _curves(data: RunData, style: Styles, columns: list[tuple[str, str]], title:
                         label="_seed",
                     )
             mean = g.groupby("epoch")[col].mean()
-            ax.plot(mean.index, mean.values, label=pretty(name), markersize=4, linewidth=1.4, **st)
+            ax.plot(mean.index, mean.values, label=data.pretty(name), markersize=4, linewidth=1.4, **st)
         ax.set_xlabel("Epoch")
         ax.set_ylabel(label)
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -92,7 +91,7 @@ def learning_curves_by_method(data: RunData, style: Styles) -> Figure:
                     linewidth=1.0,
                     label=lab,
                 )
-        ax.set_title(pretty(name))
+        ax.set_title(data.pretty(name))
         ax.set_xlabel("Epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in axes[len(names) :]:
@@ -118,9 +117,9 @@ def _test_points(data: RunData, test_set: str, extra: list[str]) -> pd.DataFrame
     return m.merge(r, on=["name", "seed"], how="inner")
 
 
-def _scatter(ax, pts: pd.DataFrame, x: str, style: Styles, names: list[str]) -> None:
+def _scatter(ax, pts: pd.DataFrame, x: str, style: Styles, data: RunData) -> None:
     """Each seed as a small hollow point, the mean over seeds as a large marker with ±std bars."""
-    for name in names:
+    for name in data.names:
         g = pts[pts["name"] == name].dropna(subset=[x, "accuracy"])
         if g.empty:
             continue
@@ -149,9 +148,9 @@ def _scatter(ax, pts: pd.DataFrame, x: str, style: Styles, names: list[str]) -> 
             markeredgewidth=0.5,
             capsize=2,
             linestyle="none",
-            label=pretty(name),
+            label=data.pretty(name),
         )
-        ax.annotate(pretty(name), (xm, ym), textcoords="offset points", xytext=(5, 4), fontsize=6.5)
+        ax.annotate(data.pretty(name), (xm, ym), textcoords="offset points", xytext=(5, 4), fontsize=6.5)
     ax.margins(x=0.12, y=0.1)  # room for the labels of the extreme points
 
 
@@ -161,7 +160,7 @@ def peft_tradeoff(data: RunData, style: Styles) -> Figure | None:
     axes = fig.subplots(1, len(test_sets), squeeze=False)[0]
     for ax, ts in zip(axes, test_sets):
         pts = _test_points(data, ts, ["trainable_params"])
-        _scatter(ax, pts, "trainable_params", style, data.names)
+        _scatter(ax, pts, "trainable_params", style, data)
         ax.set_xscale("log")
         ax.set_xlabel("Trainable parameters (log scale)")
         ax.set_ylabel(f"Test accuracy ({ts})")
@@ -185,7 +184,7 @@ def cost_tradeoff(data: RunData, style: Styles) -> Figure:
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     pts = _test_points(data, ts, [c for c, _ in panels])
     for ax, (col, lab) in zip(axes, panels):
-        _scatter(ax, pts, col, style, data.names)
+        _scatter(ax, pts, col, style, data)
         ax.set_xlabel(lab)
     axes[0].set_ylabel(f"Test accuracy ({ts})")
     fig.suptitle("Accuracy vs training cost")
@@ -214,7 +213,7 @@ def confusion_matrices(data: RunData, style: Styles) -> Figure:
             ax.text(j, i, str(v), ha="center", va="center", fontsize=8 if k <= 4 else 6,
                     color="white" if v > cm.max() / 2 else "black")
         seeds = g["seed"].nunique()
-        ax.set_title(pretty(name) + (f" ({seeds} seeds)" if seeds > 1 else ""))
+        ax.set_title(data.pretty(name) + (f" ({seeds} seeds)" if seeds > 1 else ""))
         ax.set_xticks(range(k), ticks, rotation=0 if ticks is short else 45)
         ax.set_yticks(range(k), ticks)
         ax.set_xlabel("Predicted")
@@ -250,10 +249,10 @@ def distillation(data: RunData, style: Styles) -> Figure:
                 marker=st["marker"],
                 edgecolors="black",
                 linewidths=0.5,
-                label=pretty(name),
+                label=data.pretty(name),
             )
             ax_size.annotate(
-                pretty(name),
+                data.pretty(name),
                 (g["model_size_mb"].mean(), acc),
                 textcoords="offset points",
                 xytext=(6, 5),
@@ -269,10 +268,10 @@ def distillation(data: RunData, style: Styles) -> Figure:
                 marker=st["marker"],
                 markeredgecolor="black",
                 markeredgewidth=0.5,
-                label=pretty(name),
+                label=data.pretty(name),
             )
             ax_speed.annotate(
-                pretty(name),
+                data.pretty(name),
                 (g["tweets_per_sec"].mean(), acc),
                 textcoords="offset points",
                 xytext=(6, 5),

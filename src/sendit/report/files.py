@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sendit.run.folder import atomic_write_bytes, atomic_write_text
 
-__all__ = ["PRETTY_METHODS", "RECORDED", "atomic_write_bytes", "atomic_write_text", "pretty", "record_methods"]
+__all__ = ["PRETTY_METHODS", "atomic_write_bytes", "atomic_write_text", "pretty"]
 
 PRETTY_METHODS = {
     "bitfit": "BitFit",
@@ -16,18 +16,13 @@ PRETTY_METHODS = {
 }
 
 
-# What each method says of itself (`display_name`, `cost_rank`), as run.json records it under `method_info`; the
-# table above names the built-in methods of run folders written before run.json recorded that.
-RECORDED: dict[str, dict] = {}
+def pretty(label: str, info: dict[str, dict] | None = None) -> str:
+    """Display name of a method label; a `run/method` label keeps its run prefix.
 
-
-def record_methods(method_info: dict) -> None:
-    """Remember the display names and report order that a run folder's run.json records for its methods."""
-    RECORDED.update({k: v for k, v in (method_info or {}).items() if isinstance(v, dict)})
-
-
-def pretty(label: str) -> str:
-    """Display name of a method label; a `run/method` label keeps its run prefix."""
+    `info` is what the report's run folders record of their methods (`RunData.method_info`: run.json
+    `method_info`); the table above names the built-in methods of run folders written before run.json recorded
+    that. Passed in, never kept here, so that one report's names cannot leak into another's.
+    """
     run, _, method = label.rpartition("/")
-    name = RECORDED.get(method, {}).get("display_name") or PRETTY_METHODS.get(method, method)
+    name = (info or {}).get(method, {}).get("display_name") or PRETTY_METHODS.get(method, method)
     return f"{run}/{name}" if run else name

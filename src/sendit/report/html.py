@@ -14,7 +14,6 @@ import pandas as pd
 
 from sendit.report.classes import class_names
 from sendit.report.figures import FigureFile
-from sendit.report.files import pretty
 from sendit.report.load import RunData
 from sendit.report.stats import ACROSS_SEEDS_METHOD, HOLM_METHOD, ONE_SEED_METHOD, StatsConfig
 from sendit.report.tables import Table, to_markdown
@@ -144,7 +143,7 @@ def _examples_html(data: RunData, per_method: int = 5) -> str:
         )
         prob = "<th>P(positive)</th>" if "prob_positive" in g.columns else ""
         parts.append(
-            f"<table><caption>{_e(pretty(name))} — {_e(g['test_set'].iloc[0])} test set</caption>"
+            f"<table><caption>{_e(data.pretty(name))} — {_e(g['test_set'].iloc[0])} test set</caption>"
             f"<thead><tr><th class='l'>Tweet</th><th>True</th><th>Predicted</th>{prob}</tr></thead>"
             f"<tbody>{rows}</tbody></table>"
         )
@@ -226,7 +225,7 @@ def render_html(page: Page) -> str:
     body = "".join(
         f'<section id="{key}"><h2>{_e(t)}</h2>{html}</section>' for key, t, html in sections
     )
-    methods = ", ".join(pretty(n) for n in data.names)
+    methods = ", ".join(data.pretty(n) for n in data.names)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -239,7 +238,7 @@ def render_html(page: Page) -> str:
 
 def render_markdown(page: Page) -> str:
     data = page.data
-    lines = ["# SEND-IT report", "", "Methods: " + ", ".join(pretty(n) for n in data.names), ""]
+    lines = ["# SEND-IT report", "", "Methods: " + ", ".join(data.pretty(n) for n in data.names), ""]
     lines += ["## Is the difference real?", "", _method_text(page.cfg, data.multi_seed), ""]
     for head, vs in verdict_groups(page):
         lines += [f"**{head}**", ""] + [f"- {v}" for v in vs] + [""]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from sendit.config.schema import EMBEDDED_TEST_NAME, HELDOUT_NAME, DataConfig, test_set_name
-from sendit.report.files import RECORDED, record_methods
+from sendit.report.files import pretty
 from sendit.run.folder import (
     CONFIG_FILE,
     EPOCH_LOGS,
@@ -47,6 +47,12 @@ class RunData:
     manifests: dict[str, dict] = field(default_factory=dict)
     configs: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # What run.json records of each method (display_name, cost_rank, is_adapter), merged over the folders.
+    method_info: dict[str, dict] = field(default_factory=dict)
+
+    def pretty(self, label: str) -> str:
+        """Display name of a method label (`run/method` keeps its run prefix), as these run folders record it."""
+        return pretty(label, self.method_info)
 
     def has(self, frame: str, column: str) -> bool:
         """True when `column` exists in `frame` and holds at least one value."""
@@ -96,8 +102,8 @@ def _read_csv(path: Path, kind: str | None = None) -> pd.DataFrame:
     return df
 
 
-def _sort_key(method: str) -> tuple[int, float, str]:
-    rank = RECORDED.get(method, {}).get("cost_rank")
+def _sort_key(method: str, info: dict[str, dict]) -> tuple[int, float, str]:
+    rank = info.get(method, {}).get("cost_rank")
     if isinstance(rank, (int, float)):
         return (0, rank, method)
     if method in METHOD_ORDER:
@@ -129,26 +135,27 @@ def _add_keys(kind: str, df: pd.DataFrame, missing: dict[str, list[str]], who: s
     return df
 
 
-def _method_info(run_dir: Path) -> dict:
+def _method_info(run_dir: Path) -> dict[str, dict]:
     """What run.json records of each method (display name, report order), or nothing."""
     try:
         info = json.loads((run_dir / RUN_MANIFEST).read_text(encoding="utf-8")).get("method_info")
     except (OSError, ValueError, AttributeError):
         return {}
-    return info if isinstance(info, dict) else {}
+    return {k: v for k, v in info.items() if isinstance(v, dict)} if isinstance(info, dict) else {}
 
 
-def _method_files(run_dir: Path) -> list[str]:
+def _method_files(run_dir: Path, info: dict[str, dict]) -> list[str]:
     """The methods of a run folder (`*_results.csv`) or of an evaluation folder, which holds only the test
-    CSVs (`*_inference_metrics_summary.csv`)."""
+    CSVs (`*_inference_metrics_summary.csv`), in report order (`info`'s cost ranks)."""
     names = {p.name[: -len(SUFFIXES["results"])] for p in run_dir.glob("*" + SUFFIXES["results"])}
     if not names:
         names = {p.name[: -len(SUFFIXES["metrics"])] for p in run_dir.glob("*" + SUFFIXES["metrics"])}
-    return sorted(names, key=_sort_key)
+    return sorted(names, key=lambda m: _sort_key(m, info))
 
 
-def _find_runs(run_dirs: list[Path | str]) -> list[tuple[str, Path, list[str]]]:
-    """(unique name, folder, methods) of each folder, in the order given."""
+def _find_runs(run_dirs: list[Path | str], info: dict[str, dict]) -> list[tuple[str, Path, list[str]]]:
+    """(unique name, folder, methods) of each folder, in the order given; what each folder's run.json records of
+    its methods is merged into `info` (a later folder's entry wins)."""
     if not run_dirs:
         raise ValueError("give at least one run folder")
     dirs = [Path(d) for d in run_dirs]
@@ -157,8 +164,8 @@ def _find_runs(run_dirs: list[Path | str]) -> list[tuple[str, Path, list[str]]]:
     for d in dirs:
         if not d.is_dir():
             raise FileNotFoundError(f"run folder {d} does not exist")
-        record_methods(_method_info(d))
-        methods = _method_files(d)
+        info.update(_method_info(d))
+        methods = _method_files(d, info)
         if not methods:
             raise ValueError(f"{d} holds no *_results.csv or *_inference_metrics_summary.csv file: not a run folder "
                              f"(sendit run) or an evaluation folder (sendit evaluate --out)")
@@ -196,7 +203,8 @@ def load_runs(run_dirs: list[Path | str]) -> RunData:
         FileNotFoundError: a folder does not exist.
         ValueError: a folder holds no `*_results.csv`, or no folder was given.
     """
-    runs = _find_runs(run_dirs)
+    method_info: dict[str, dict] = {}
+    runs = _find_runs(run_dirs, method_info)
     count = defaultdict(int)
     for _, _, methods in runs:
         for m in methods:
@@ -239,6 +247,7 @@ def load_runs(run_dirs: list[Path | str]) -> RunData:
         manifests=manifests,
         configs=configs,
         notes=notes,
+        method_info=method_info,
     )
     for kind in SUFFIXES:
         df = getattr(data, kind)

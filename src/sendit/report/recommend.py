@@ -125,13 +125,14 @@ class Decision:
 
 
 def recommend(costs: pd.DataFrame, pairs: pd.DataFrame, budget: Budget = Budget(), alpha: float = 0.05,
-              margin: float = 1.0, cut_short: dict[str, str] | None = None) -> str:
+              margin: float = 1.0, cut_short: dict[str, str] | None = None, info: dict[str, dict] | None = None) -> str:
     """The recommendation (module docstring): the cheapest method within `budget` whose accuracy is within
-    `margin` points of the best's, shown with simultaneous one-sided bounds; else the best, with what would decide."""
+    `margin` points of the best's, shown with simultaneous one-sided bounds; else the best, with what would decide.
+    `info`: the methods' display names (RunData.method_info)."""
     candidates = costs[~costs.index.str.endswith(DEFAULT_SUFFIX)]
     within = candidates[[budget.allows(r) for _, r in candidates.iterrows()]]
     if within.empty:
-        cheapest = pretty(candidates["trainable_params"].idxmin())
+        cheapest = pretty(candidates["trainable_params"].idxmin(), info)
         return f"No method fits the budget ({budget.text()}): the cheapest, {cheapest}, needs more; raise the limits."
     by_val = "val_accuracy" in within and within["val_accuracy"].notna().all()
     best = within["val_accuracy" if by_val else "accuracy"].idxmax()
@@ -146,23 +147,23 @@ def recommend(costs: pd.DataFrame, pairs: pd.DataFrame, budget: Budget = Budget(
              f"{MIN_SEEDS} seeds): " if seeds < 2 else f"Across {seeds} seeds: ")
     rule = (f"margin δ = {margin:g} accuracy points; one-sided {100 * (1 - alpha):.0f}% lower bounds of (method − "
             f"best), simultaneous over the {len(decisions)} cheaper method{'s' * (len(decisions) != 1)} (Bonferroni)")
-    best_text = f"{pretty(best)} ({100 * within.loc[best, 'accuracy']:.1f} % test accuracy, {chosen}{scope})"
+    best_text = f"{pretty(best, info)} ({100 * within.loc[best, 'accuracy']:.1f} % test accuracy, {chosen}{scope})"
     ok = [d for d in decisions if d.state(margin) == "non-inferior"]
     if ok:
         d = ok[0]
-        head = (f"Use {pretty(d.name)}: it is within the margin of the best, {best_text}: {pretty(d.name)} − "
-                f"{pretty(best)} = {d.c.d:+.1f} points, lower bound {d.lower:.1f} > −{margin:g}; it "
+        head = (f"Use {pretty(d.name, info)}: it is within the margin of the best, {best_text}: {pretty(d.name, info)} − "
+                f"{pretty(best, info)} = {d.c.d:+.1f} points, lower bound {d.lower:.1f} > −{margin:g}; it "
                 f"{_share(within.loc[d.name])}.")
     elif not decisions:
-        head = f"Use {pretty(best)}: the best, {best_text}, and no method trains fewer parameters."
+        head = f"Use {pretty(best, info)}: the best, {best_text}, and no method trains fewer parameters."
     else:
-        head = f"Use {pretty(best)}: the best, {best_text}; no cheaper method is shown to be within the margin."
+        head = f"Use {pretty(best, info)}: the best, {best_text}; no cheaper method is shown to be within the margin."
     cheaper_than_pick = decisions[: decisions.index(ok[0])] if ok else decisions  # those the pick passed over
-    unsure = [_undecided(d, margin, alpha / max(len(cheaper), 1)) for d in cheaper_than_pick
+    unsure = [_undecided(d, margin, alpha / max(len(cheaper), 1), info) for d in cheaper_than_pick
               if d.state(margin) in ("undecided", "no comparison")]
-    worse = [pretty(d.name) for d in decisions if d.state(margin) == "inferior"]
+    worse = [pretty(d.name, info) for d in decisions if d.state(margin) == "inferior"]
     tail = ([f"Worse than the best by more than the margin: {', '.join(worse)}."] if worse else []) + unsure
-    flags = [f"{pretty(n)}'s search was cut short ({why}): its tuned configuration had less search than the others'."
+    flags = [f"{pretty(n, info)}'s search was cut short ({why}): its tuned configuration had less search than the others'."
              for n, why in (cut_short or {}).items() if n in within.index]
     return " ".join([basis + head, *tail, *flags, f"({rule}.)"])
 
@@ -173,16 +174,16 @@ def _decide(name: str, c: Comparison | None, alpha: float) -> Decision:
     return Decision(name, c, c.lower(alpha), -replace(c, d=-c.d).lower(alpha))
 
 
-def _undecided(d: Decision, margin: float, alpha: float) -> str:
+def _undecided(d: Decision, margin: float, alpha: float, info: dict[str, dict] | None) -> str:
     """Insufficient evidence for one cheaper method, and what would decide it."""
     if d.c is None:
-        return f"Insufficient evidence for {pretty(d.name)}: no comparison with the best on the same test rows."
-    where = f"{pretty(d.name)} − best = {d.c.d:+.1f} points, bounds [{d.lower:.1f}, {d.upper:.1f}]"
+        return f"Insufficient evidence for {pretty(d.name, info)}: no comparison with the best on the same test rows."
+    where = f"{pretty(d.name, info)} − best = {d.c.d:+.1f} points, bounds [{d.lower:.1f}, {d.upper:.1f}]"
     if d.c.d <= -margin:
-        return (f"Insufficient evidence for {pretty(d.name)} ({where}): it is probably worse than the margin; more "
+        return (f"Insufficient evidence for {pretty(d.name, info)} ({where}): it is probably worse than the margin; more "
                 f"seeds or test rows would confirm it.")
     if d.c.n_seeds < 2:  # the spread of training runs is unknown: no count of rows can stand in for it
-        return (f"Insufficient evidence for {pretty(d.name)} ({where}): train at least {MIN_SEEDS} seeds per method "
+        return (f"Insufficient evidence for {pretty(d.name, info)} ({where}): train at least {MIN_SEEDS} seeds per method "
                 f"(--seeds 0,1,2) to know the seed-to-seed spread.")
     counts = sorted({*range(d.c.n_seeds + 1, d.c.n_seeds + 6), 10, 15, 20, 30, 50, 75, 100, 150, 200})
     seeds = next((s for s in counts if s > d.c.n_seeds and d.c.scaled(n_seeds=s).lower(alpha) > -margin), None)
@@ -190,7 +191,7 @@ def _undecided(d: Decision, margin: float, alpha: float) -> str:
                 None)
     options = ([f"about {seeds} seeds" if seeds else ""] + [f"about {rows:,} test rows" if rows else ""])
     need = " or ".join(o for o in options if o) or "far more seeds and test rows than this run has"
-    return f"Insufficient evidence for {pretty(d.name)} ({where}): {need} would decide it."
+    return f"Insufficient evidence for {pretty(d.name, info)} ({where}): {need} would decide it."
 
 
 def _share(row: pd.Series) -> str:
@@ -275,13 +276,13 @@ def build_recommendation(data: RunData, stats: dict[str, pd.DataFrame], run_dirs
             pairs = pairs[pairs["seed"] == pairs["seed"].min()]
     margin = margin if margin is not None else margin_from(data.manifests)
     sentence = recommend(costs.dropna(subset=["accuracy"]), pairs, budget or budget_from(data.manifests), alpha,
-                         margin, cut_short_from(data.manifests))
-    tables = [_pareto_table(costs)]
+                         margin, cut_short_from(data.manifests), data.method_info)
+    tables = [_pareto_table(costs, data)]
     curves = expected_max_curves(trials) if not trials.empty else pd.DataFrame()
     if not curves.empty:
         shown = curves.pivot(index="trials", columns="method", values="expected_best_val_f1")
         shown = shown.map(lambda v: "–" if pd.isna(v) else f"{v:.4f}").reset_index()
-        shown.columns = ["Trials", *[pretty(c) for c in shown.columns[1:]]]
+        shown.columns = ["Trials", *[data.pretty(c) for c in shown.columns[1:]]]
         tables.append(Table("expected_best_of_n", "Expected best validation macro-F1 after n finished trials (Dodge "
                             "et al., 2019)", curves, shown))
     return Recommendation(sentence, tables, curves)
@@ -305,12 +306,12 @@ def cut_short_from(manifests: dict[str, dict]) -> dict[str, str]:
     return out
 
 
-def expected_max_figure(curves: pd.DataFrame, names: list[str], folder: Path, dpi: int) -> FigureFile:
+def expected_max_figure(curves: pd.DataFrame, data: RunData, folder: Path, dpi: int) -> FigureFile:
     fig = new_figure(WIDTH / 2, 2.6)
     ax = fig.subplots()
-    style = Styles(names)
+    style = Styles(data.names)
     for method, g in curves.groupby("method", sort=False):
-        ax.plot(g["trials"], 100 * g["expected_best_val_f1"], label=pretty(method), **style(method))
+        ax.plot(g["trials"], 100 * g["expected_best_val_f1"], label=data.pretty(method), **style(method))
     ax.set_xlabel("finished trials")
     ax.set_ylabel("expected best val. macro-F1 (%)")
     legend(fig, [ax])
@@ -319,9 +320,9 @@ def expected_max_figure(curves: pd.DataFrame, names: list[str], folder: Path, dp
                       "(Dodge et al., 2019): how much tuning each method needed", png, pdf)
 
 
-def _pareto_table(costs: pd.DataFrame) -> Table:
+def _pareto_table(costs: pd.DataFrame, data: RunData) -> Table:
     raw = costs.reset_index().rename(columns={"index": "name"})
-    shown = pd.DataFrame({"Method": [pretty(n) for n in costs.index],
+    shown = pd.DataFrame({"Method": [data.pretty(n) for n in costs.index],
                           "Accuracy": [f"{v:.4f}" for v in costs["accuracy"]]})
     for cost, label in COSTS.items():
         if cost in costs.columns:

@@ -259,8 +259,8 @@ def compute_stats(data: RunData, cfg: StatsConfig = StatsConfig()) -> dict[str, 
             seeds = sorted(joined.index.get_level_values("seed").unique())
             if len(seeds) >= 2:
                 seed_rows.append(_across_seeds(ts, a, b, family, joined, seeds, cfg))
-    pairs = _corrected(pd.DataFrame(pair_rows), ["test_set", "seed", "family"], cfg)
-    seed_pairs = _corrected(pd.DataFrame(seed_rows), ["test_set", "family"], cfg)
+    pairs = _corrected(pd.DataFrame(pair_rows), ["test_set", "seed", "family"], cfg, data.method_info)
+    seed_pairs = _corrected(pd.DataFrame(seed_rows), ["test_set", "family"], cfg, data.method_info)
     return {"metric_ci": pd.DataFrame(ci_rows), "pairs": pairs, "seed_pairs": seed_pairs}
 
 
@@ -286,17 +286,18 @@ def setup_differences(manifests: dict[str, dict], run_a: str | None, run_b: str 
     return ", ".join(diffs)
 
 
-def _corrected(pairs: pd.DataFrame, family: list[str], cfg: StatsConfig) -> pd.DataFrame:
+def _corrected(pairs: pd.DataFrame, family: list[str], cfg: StatsConfig, info: dict[str, dict]) -> pd.DataFrame:
     """Holm-adjust `p` within each family (the candidate pairs of one test set, or of one test set and seed; a
     method against its default arm apart) and write each pair's verdict from the adjusted p. The `comparison`
-    column keeps each pair's Comparison for the recommendation (not written to stats.json)."""
+    column keeps each pair's Comparison for the recommendation (not written to stats.json). `info`: the methods'
+    display names (RunData.method_info)."""
     if pairs.empty:
         return pairs
     pairs = pairs.copy()
     pairs["p_holm"] = pairs.groupby(family, sort=False)["p"].transform(lambda p: holm(p.to_numpy()))
     pairs["family_size"] = pairs.groupby(family, sort=False)["p"].transform("size")
     pairs["verdict"] = [
-        verdict(pretty(r.a), pretty(r.b), r.comparison, r.p_holm, cfg.alpha, cfg.level, r.family_size,
+        verdict(pretty(r.a, info), pretty(r.b, info), r.comparison, r.p_holm, cfg.alpha, cfg.level, r.family_size,
                 getattr(r, "mcnemar_p", None), getattr(r, "seed", None))
         for r in pairs.itertuples()
     ]

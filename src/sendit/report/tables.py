@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sendit.report.files import atomic_write_text, pretty
+from sendit.report.files import atomic_write_text
 from sendit.report.load import RunData
 from sendit.report.stats import format_p
 
@@ -93,7 +93,7 @@ def fmt(kind: str, value: float, std: float | None = None) -> str:
 
 
 def _summarise(
-    df: pd.DataFrame, keys: list[str], columns: list[str], order: list[str]
+    df: pd.DataFrame, keys: list[str], columns: list[str], data: RunData
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mean (and std over seeds) of `columns` per `keys`; returns (raw, shown)."""
     columns = [c for c in columns if c in df.columns and df[c].notna().any()]
@@ -110,9 +110,9 @@ def _summarise(
         raw = pd.concat([raw, std.add_suffix("_std")], axis=1)
     raw = raw.reset_index()
     # Methods in report order; other keys (the test set) in order of first appearance (manual first).
-    raw["_rank"] = raw["name"].map({n: i for i, n in enumerate(order)})
+    raw["_rank"] = raw["name"].map({n: i for i, n in enumerate(data.names)})
     raw = raw.sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)
-    raw.insert(0, "method", raw["name"].map(pretty))
+    raw.insert(0, "method", raw["name"].map(data.pretty))
 
     shown = pd.DataFrame({"Method": raw["method"]})
     if "test_set" in keys:
@@ -132,7 +132,7 @@ def _summarise(
 def validation_table(data: RunData) -> Table | None:
     if data.results.empty:
         return None
-    raw, shown = _summarise(data.results, ["name"], VALIDATION_COLUMNS, data.names)
+    raw, shown = _summarise(data.results, ["name"], VALIDATION_COLUMNS, data)
     return Table("validation", "Final validation results", raw, shown)
 
 
@@ -143,15 +143,15 @@ def test_table(data: RunData) -> Table | None:
     trained = [c for c in ("trainable_params", "saved_size_mb") if data.has("results", c)]
     if trained:
         metrics = metrics.merge(data.results[["name", "seed", *trained]], on=["name", "seed"], how="left")
-    raw, shown = _summarise(metrics, ["name", "test_set"], TEST_COLUMNS, data.names)
+    raw, shown = _summarise(metrics, ["name", "test_set"], TEST_COLUMNS, data)
     return Table("test", "Test results", raw, shown)
 
 
-def ci_table(ci: pd.DataFrame, multi_seed: bool) -> Table | None:
+def ci_table(ci: pd.DataFrame, data: RunData) -> Table | None:
     if ci.empty:
         return None
-    shown = pd.DataFrame({"Method": ci["method"].map(pretty), "Test set": ci["test_set"]})
-    if multi_seed:
+    shown = pd.DataFrame({"Method": ci["method"].map(data.pretty), "Test set": ci["test_set"]})
+    if data.multi_seed:
         shown["Seed"] = ci["seed"].astype(str)
     shown["n"] = ci["n"].map(lambda v: fmt("count", v))
     for m, header in (("accuracy", "Accuracy"), ("f1_macro", "F1 macro")):
@@ -162,7 +162,7 @@ def ci_table(ci: pd.DataFrame, multi_seed: bool) -> Table | None:
     return Table("test_ci", "Test metrics with 95% bootstrap confidence intervals", ci, shown)
 
 
-def pairs_table(pairs: pd.DataFrame, across_seeds: bool = False) -> Table | None:
+def pairs_table(pairs: pd.DataFrame, data: RunData, across_seeds: bool = False) -> Table | None:
     if pairs.empty:
         return None
     pairs = pairs.drop(columns=["comparison"], errors="ignore")
@@ -170,8 +170,8 @@ def pairs_table(pairs: pd.DataFrame, across_seeds: bool = False) -> Table | None
     shown["Seeds" if across_seeds else "Seed"] = pairs["seeds" if across_seeds else "seed"].astype(
         str
     )
-    shown["A"] = pairs["a"].map(pretty)
-    shown["B"] = pairs["b"].map(pretty)
+    shown["A"] = pairs["a"].map(data.pretty)
+    shown["B"] = pairs["b"].map(data.pretty)
     shown["A − B (points)"] = pairs["diff_points"].map(lambda v: f"{v:.2f}")
     shown["95% CI"] = [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(pairs["ci_lo"], pairs["ci_hi"])]
     shown["df"] = pairs["df"].map(lambda v: f"{v:.1f}")
@@ -244,7 +244,7 @@ def retention_table(data: RunData) -> Table | None:
                 speed = tv["inference_time_sec"] / sv["inference_time_sec"]
             rows.append(
                 {
-                    "method": pretty(s),
+                    "method": data.pretty(s),
                     "name": s,
                     "teacher": t,
                     "test_set": ts,
@@ -263,7 +263,7 @@ def retention_table(data: RunData) -> Table | None:
     shown = pd.DataFrame(
         {
             "Student": raw["method"],
-            "Teacher": raw["teacher"].map(pretty),
+            "Teacher": raw["teacher"].map(data.pretty),
             "Test set": raw["test_set"],
             "Layers": raw["student_layers"].map(lambda v: fmt("count", v)),
             "Params": raw["params"].map(lambda v: fmt("count", v)),
@@ -389,9 +389,9 @@ def build_tables(data: RunData, stats: dict[str, pd.DataFrame]) -> list[Table]:
     tables = [
         validation_table(data),
         test_table(data),
-        ci_table(stats["metric_ci"], data.multi_seed),
-        pairs_table(stats["pairs"]),
-        pairs_table(stats["seed_pairs"], across_seeds=True),
+        ci_table(stats["metric_ci"], data),
+        pairs_table(stats["pairs"], data),
+        pairs_table(stats["seed_pairs"], data, across_seeds=True),
         retention_table(data),
     ]
     return [t for t in tables if t is not None]
