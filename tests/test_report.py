@@ -372,6 +372,25 @@ def test_two_runs_with_the_same_method_are_labelled_by_run(tmp_path):
     assert any("disagree on true labels" in n for n in data.notes)
 
 
+def test_a_second_report_in_one_process_uses_its_own_method_names_and_order(tmp_path):
+    """Display names and order come from each report's own run.json: a run folder that records a name and a rank for
+    lora must not rename or reorder lora in a later report of an older folder that records none."""
+    a = make_run(tmp_path / "recorded", methods=("bitfit", "lora"), test_sets={"manual": 60}, seed=1)
+    manifest = json.loads((a / "run.json").read_text())
+    manifest["method_info"] = {"lora": {"display_name": "LoRA (recorded)", "cost_rank": -1, "is_adapter": True}}
+    (a / "run.json").write_text(json.dumps(manifest))
+    b = make_run(tmp_path / "old", methods=("bitfit", "lora"), test_sets={"manual": 60}, seed=1)
+
+    first = build_report([a], **FAST)
+    assert "Methods: LoRA (recorded), BitFit" in (first / "report.md").read_text()
+    second = build_report([b], **FAST)
+    text = (second / "report.md").read_text()
+    assert "Methods: BitFit, LoRA\n" in text and "recorded" not in text
+    assert list(md_table(second / "tables" / "test.md")["Method"]) == ["BitFit", "LoRA"]
+    assert "recorded" not in (second / "index.html").read_text()
+    assert load_runs([b]).method_info == {} and load_runs([a]).pretty("runA/lora") == "runA/LoRA (recorded)"
+
+
 def test_html_is_self_contained_and_escaped(full):
     _, out = full
     html = (out / "index.html").read_text()
