@@ -12,6 +12,10 @@ PRECISION_TESTS := tests/test_precision.py tests/test_methods.py tests/test_pred
 # ... and single tests of other files whose path depends on precision (tune's head features run under autocast).
 PRECISION_NODES := tests/test_tune.py::test_head_trials_train_on_features_computed_once_as_through_the_whole_model
 
+# make test runs the suite in one pytest-xdist worker per core, at most 4; TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
 .PHONY: install install-dev run test test-other-precision test-all lint clean
 
 $(BIN)/python:
@@ -28,14 +32,14 @@ run: install
 	$(BIN)/sendit run --config quick
 
 test: install-dev
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The precision tests again with `precision: auto` forced to the path this machine would NOT pick (bf16 on a CPU
 # without AMX, fp32 on a CPU with AMX or a GPU), through SENDIT_PRECISION.
 test-other-precision: install-dev
 	SENDIT_PRECISION=$$($(BIN)/python -c "from sendit.train.device import resolve_precision as r; \
 	print('fp32' if r('auto') == 'bf16' else 'bf16')") && echo "forcing SENDIT_PRECISION=$$SENDIT_PRECISION" && \
-	SENDIT_PRECISION=$$SENDIT_PRECISION $(BIN)/python -m pytest -q $(wildcard $(PRECISION_TESTS)) $(PRECISION_NODES)
+	SENDIT_PRECISION=$$SENDIT_PRECISION $(PYTEST) $(wildcard $(PRECISION_TESTS)) $(PRECISION_NODES)
 
 test-all: install-dev
 	$(BIN)/python -m pytest -q -m "slow or not slow"

@@ -4,6 +4,7 @@ real OPT tokenizer, all offline."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,35 @@ from helpers import (
 from sendit.cli import main
 from sendit.config.schema import load_config
 from sendit.data.reading import embedded_path
+
+
+def pytest_configure(config):
+    """`make test` runs the suite in one worker process per core (pytest-xdist). Each worker, and the sendit
+    processes its tests start, then uses one torch thread: tiny models gain nothing from a second, and two workers
+    with two threads each on two cores lose much to oversubscription."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """A session-wide folder that build(root) fills once per test session: with several xdist workers the first
+    builds it under a lock and the others wait and read it (the workers share their basetemp's parent)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    root = base / name
+    with FileLock(str(base / f"{name}.lock")):
+        if not (base / f"{name}.built").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            build(root)
+            (base / f"{name}.built").touch()
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -53,19 +83,21 @@ def _snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
 
 
-def _shared_run(root: Path, base: Path, methods: str):
-    """Train `methods` on `base` into root/"run" with tiny_run_args' defaults (one thread: a tiny model gains
-    nothing from a second), then hand out the folder; at the end of the session, fail if any test wrote into it."""
-    import torch
+def _shared_run(tmp_path_factory, name: str, save_model, methods: str):
+    """Train `methods` on the model save_model(root / <its folder>) writes into root/"run" with tiny_run_args'
+    defaults (one thread: a tiny model gains nothing from a second), once per session, then hand out root; at the
+    end of the session, fail if any test wrote into it."""
+    def build(root: Path) -> None:
+        import torch
 
-    from sendit.cli import main
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            assert main(tiny_run_args(save_model(root), root / "run", methods)) == 0
+        finally:
+            torch.set_num_threads(threads)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(tiny_run_args(base, root / "run", methods)) == 0
-    finally:
-        torch.set_num_threads(threads)
+    root = _built_once(tmp_path_factory, name, build)
     before = _snapshot(root)
     yield root
     assert _snapshot(root) == before, f"a test wrote into the shared run {root}: copy it first (shutil.copytree)"
@@ -76,16 +108,16 @@ def opt_run(tmp_path_factory):
     """root/"tiny-opt" (save_tiny_opt, seed 0) and root/"run": bitfit, full, head and lora trained on it by
     tiny_run_args (the embedded tweets, two epochs, no report). Shared by the session's tests that read a finished
     run's model folders (export, onnx, model card, bench --inference): never write into it; copy it first."""
-    root = tmp_path_factory.mktemp("shared-opt-run")
-    yield from _shared_run(root, save_tiny_opt(root / "tiny-opt"), "bitfit,full,head,lora")
+    yield from _shared_run(tmp_path_factory, "shared-opt-run", lambda root: save_tiny_opt(root / "tiny-opt"),
+                           "bitfit,full,head,lora")
 
 
 @pytest.fixture(scope="session")
 def bert_run(tmp_path_factory):
     """root/"tiny-bert" (save_tiny_bert) and root/"run": head and lora trained on it by tiny_run_args. Shared
     read-only like opt_run (export, onnx, serve)."""
-    root = tmp_path_factory.mktemp("shared-bert-run")
-    yield from _shared_run(root, save_tiny_bert(root / "tiny-bert"), "head,lora")
+    yield from _shared_run(tmp_path_factory, "shared-bert-run", lambda root: save_tiny_bert(root / "tiny-bert"),
+                           "head,lora")
 
 
 @pytest.fixture
@@ -158,18 +190,21 @@ def restore_threads():
 def custom_run(tmp_path_factory):
     """A run of LoRA on a head-less base model with a custom test file, its console output captured (one thread).
     Shared by test_cli, test_data and test_predict: read it, never write into root/"run"."""
-    import torch
+    def build(root: Path) -> None:
+        import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("new-user")
-    model = save_headless_opt(root / "opt-base")
-    test_file = root / "my_tweets.csv"
-    test_file.write_bytes(embedded_path("testdata.manual.2009.06.14.csv").read_bytes())
-    args = tiny_run_args(model, root / "run", "lora", "--test-file", str(test_file), "--epochs", "1")
-    try:
-        with captured_fds() as out:
-            rc = main(args)
-    finally:
-        torch.set_num_threads(threads)
-    return {"rc": rc, "run": root / "run", "test_file": test_file, **out}
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        model = save_headless_opt(root / "opt-base")
+        test_file = root / "my_tweets.csv"
+        test_file.write_bytes(embedded_path("testdata.manual.2009.06.14.csv").read_bytes())
+        args = tiny_run_args(model, root / "run", "lora", "--test-file", str(test_file), "--epochs", "1")
+        try:
+            with captured_fds() as out:
+                rc = main(args)
+        finally:
+            torch.set_num_threads(threads)
+        (root / "console.json").write_text(json.dumps({"rc": rc, **out}))
+
+    root = _built_once(tmp_path_factory, "new-user", build)
+    return {"run": root / "run", "test_file": root / "my_tweets.csv", **json.loads((root / "console.json").read_text())}
