@@ -42,7 +42,7 @@ test-other-precision: install-dev
 	SENDIT_PRECISION=$$SENDIT_PRECISION $(PYTEST) $(wildcard $(PRECISION_TESTS)) $(PRECISION_NODES)
 
 test-all: install-dev
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(PYTEST) -m "slow or not slow"
 
 lint: install-dev
 	$(BIN)/ruff check src tests scripts

@@ -120,6 +120,27 @@ def bert_run(tmp_path_factory):
                            "head,lora")
 
 
+@pytest.fixture(scope="session")
+def bert_head_onnx(tmp_path_factory, bert_run):
+    """bert_run's head exported to ONNX fp32 through the CLI (--min-agreement 0: a tiny model's labels near 0.5
+    may flip; the tests read the parity), once per session. Read by test_onnx and test_serve: never write into it."""
+    def build(root: Path) -> None:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            assert main(["export", str(bert_run / "run" / "head"), "--out", str(root / "onnx"), "--format", "onnx",
+                         "--min-agreement", "0"]) == 0
+        finally:
+            torch.set_num_threads(threads)
+
+    root = _built_once(tmp_path_factory, "shared-bert-head-onnx", build)
+    before = _snapshot(root)
+    yield root / "onnx"
+    assert _snapshot(root) == before, f"a test wrote into the shared export {root}: copy it first"
+
+
 @pytest.fixture
 def world(tmp_path, tiny_opt, monkeypatch):
     """A working directory with what a user has lying around: a finished sendit run (holding a model folder and

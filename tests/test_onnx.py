@@ -44,15 +44,15 @@ json.dump(out, open(sys.argv[2], "w"))
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, one_thread, bert_run, opt_run) -> dict:
+def exported(tmp_path_factory, one_thread, bert_run, opt_run, bert_head_onnx) -> dict:
     """The shared tiny runs (conftest.py: BERT head and lora, OPT lora), each exported to ONNX fp32 through the CLI
-    into this module's own folder, BERT lora also int8."""
+    (BERT head: the session's shared export, read-only), BERT lora also int8."""
     root = tmp_path_factory.mktemp("onnx")
     sources = {"bert-head": bert_run / "run" / "head", "bert-lora": bert_run / "run" / "lora",
                "opt-lora": opt_run / "run" / "lora"}
-    jobs = {name: (src, []) for name, src in sources.items()} | {"bert-lora-int8": (sources["bert-lora"],
-                                                                                     ["--quantize", "int8"])}
-    folders = {}
+    jobs = {"bert-lora": (sources["bert-lora"], []), "opt-lora": (sources["opt-lora"], []),
+            "bert-lora-int8": (sources["bert-lora"], ["--quantize", "int8"])}
+    folders = {"bert-head": bert_head_onnx}
     for name, (src, extra) in jobs.items():
         folders[name] = root / "onnx" / name
         # --min-agreement 0: int8 on an untrained-looking tiny model may flip labels near 0.5; here it is reported

@@ -31,13 +31,11 @@ SRC = str(Path(serve_module.__file__).parents[1])
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory, one_thread, bert_run) -> dict:
-    """The shared tiny BERT run's head (conftest.py: root/"tiny-bert", root/"run"; read-only) and its ONNX export,
-    with this module's own folder for the export and the logs."""
+def folders(tmp_path_factory, one_thread, bert_run, bert_head_onnx) -> dict:
+    """The shared tiny BERT run's head (conftest.py: root/"tiny-bert", root/"run"; read-only), its shared ONNX
+    export (read-only too), and this module's own folder for the logs."""
     own = tmp_path_factory.mktemp("serve")
-    assert main(["export", str(bert_run / "run" / "head"), "--out", str(own / "onnx"), "--format", "onnx",
-                 "--min-agreement", "0"]) == 0
-    return {"torch": bert_run / "run" / "head", "onnx": own / "onnx", "root": bert_run, "own": own}
+    return {"torch": bert_run / "run" / "head", "onnx": bert_head_onnx, "root": bert_run, "own": own}
 
 
 class Service:
