@@ -3,6 +3,7 @@ real OPT tokenizer, all offline."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -66,16 +67,25 @@ def opt_tokenizer():
     return load_tokenizer(str(OPT_TOKENIZER))
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and lose a lot to it on a busy 2-core machine. Module-scoped,
-    so that the module's own module-scoped model fixtures are built with one thread too (use via pytestmark)."""
+@contextlib.contextmanager
+def _torch_thread():
+    """One torch thread inside, the thread count before it after."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and lose a lot to it on a busy 2-core machine. Module-scoped,
+    so that the module's own module-scoped model fixtures are built with one thread too (use via pytestmark)."""
+    with _torch_thread():
+        yield
 
 
 # ------------------------------------------------------------------------------------- shared tiny runs (read-only)
@@ -88,14 +98,8 @@ def _shared_run(tmp_path_factory, name: str, save_model, methods: str):
     defaults (one thread: a tiny model gains nothing from a second), once per session, then hand out root; at the
     end of the session, fail if any test wrote into it."""
     def build(root: Path) -> None:
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with _torch_thread():
             assert main(tiny_run_args(save_model(root), root / "run", methods)) == 0
-        finally:
-            torch.set_num_threads(threads)
 
     root = _built_once(tmp_path_factory, name, build)
     before = _snapshot(root)
@@ -125,15 +129,9 @@ def bert_head_onnx(tmp_path_factory, bert_run):
     """bert_run's head exported to ONNX fp32 through the CLI (--min-agreement 0: a tiny model's labels near 0.5
     may flip; the tests read the parity), once per session. Read by test_onnx and test_serve: never write into it."""
     def build(root: Path) -> None:
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with _torch_thread():
             assert main(["export", str(bert_run / "run" / "head"), "--out", str(root / "onnx"), "--format", "onnx",
                          "--min-agreement", "0"]) == 0
-        finally:
-            torch.set_num_threads(threads)
 
     root = _built_once(tmp_path_factory, "shared-bert-head-onnx", build)
     before = _snapshot(root)
@@ -212,19 +210,12 @@ def custom_run(tmp_path_factory):
     """A run of LoRA on a head-less base model with a custom test file, its console output captured (one thread).
     Shared by test_cli, test_data and test_predict: read it, never write into root/"run"."""
     def build(root: Path) -> None:
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
         model = save_headless_opt(root / "opt-base")
         test_file = root / "my_tweets.csv"
         test_file.write_bytes(embedded_path("testdata.manual.2009.06.14.csv").read_bytes())
         args = tiny_run_args(model, root / "run", "lora", "--test-file", str(test_file), "--epochs", "1")
-        try:
-            with captured_fds() as out:
-                rc = main(args)
-        finally:
-            torch.set_num_threads(threads)
+        with _torch_thread(), captured_fds() as out:
+            rc = main(args)
         (root / "console.json").write_text(json.dumps({"rc": rc, **out}))
 
     root = _built_once(tmp_path_factory, "new-user", build)

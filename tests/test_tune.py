@@ -390,7 +390,7 @@ def test_ray_trials_asha_stopped_are_pruned_and_never_selected(tiny_opt, tmp_pat
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", seeds=(0, 1), trials=6, backend="ray", start_from_defaults=False,
+        cfg, tcfg = _cfg(tiny_opt, tmp_path / "run", seeds=(0,), trials=6, backend="ray", start_from_defaults=False,
                          space={"head": {"lr": {"low": 1e-6, "high": 1.0, "log": True}}})
         cfg.train.epochs = 3
         run_dir = tune(cfg, tcfg, report=False, **QUIET)
