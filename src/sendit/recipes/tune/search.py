@@ -106,7 +106,6 @@ def _tune(cfg: RunConfig, tcfg: TuneConfig, spaces: dict, run_dir: Path, splits,
     confirm(ctx, tcfg, tuned, spaces, log)
     ctx.accelerator.end_trackers()
     wall = finish_run(run_dir, t0)
-
     if report:
         from sendit.report import report_run  # matplotlib and pandas only when a report is written
 
