@@ -6,14 +6,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from helpers import (
     OPT_TOKENIZER,
     TOKENIZER_FILES,
-    captured_fds,
     save_headless_opt,
     save_tiny_bert,
     save_tiny_opt,
@@ -207,16 +209,23 @@ def restore_threads():
 
 @pytest.fixture(scope="session")
 def custom_run(tmp_path_factory):
-    """A run of LoRA on a head-less base model with a custom test file, its console output captured (one thread).
-    Shared by test_cli, test_data and test_predict: read it, never write into root/"run"."""
+    """A run of LoRA on a head-less base model with a custom test file, in a fresh `sendit` process (one thread), and
+    what it printed: a fresh process, so that what the run prints does not depend on which tests ran before it in
+    this one (a library warns once per process). Shared by test_cli, test_data and test_predict: read it, never
+    write into it."""
     def build(root: Path) -> None:
         model = save_headless_opt(root / "opt-base")
         test_file = root / "my_tweets.csv"
         test_file.write_bytes(embedded_path("testdata.manual.2009.06.14.csv").read_bytes())
         args = tiny_run_args(model, root / "run", "lora", "--test-file", str(test_file), "--epochs", "1")
-        with _torch_thread(), captured_fds() as out:
-            rc = main(args)
-        (root / "console.json").write_text(json.dumps({"rc": rc, **out}))
+        done = subprocess.run([sys.executable, "-m", "sendit.cli", *args], capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+        warned = sorted(set(re.findall(r"\b(\w+Warning): ", done.stderr)))  # the categories Python printed
+        (root / "console.json").write_text(json.dumps({"rc": done.returncode, "stdout": done.stdout,
+                                                       "stderr": done.stderr, "warnings": warned}))
 
     root = _built_once(tmp_path_factory, "new-user", build)
-    return {"run": root / "run", "test_file": root / "my_tweets.csv", **json.loads((root / "console.json").read_text())}
+    before = _snapshot(root)
+    yield {"run": root / "run", "test_file": root / "my_tweets.csv",
+           **json.loads((root / "console.json").read_text())}
+    assert _snapshot(root) == before, f"a test wrote into the shared run {root}: copy it first (shutil.copytree)"

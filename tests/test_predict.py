@@ -269,7 +269,7 @@ def test_predict_stdin_empty_or_closed(world, capsys, monkeypatch):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_predict_is_quiet_and_verbose_shows_the_libraries(custom_run):
+def test_predict_is_quiet_and_verbose_shows_the_libraries(custom_run, tmp_path):
     model = str(custom_run["run"] / "lora")
     with captured_fds() as quiet:
         assert main(["predict", model, "so happy today"]) == 0
@@ -281,8 +281,8 @@ def test_predict_is_quiet_and_verbose_shows_the_libraries(custom_run):
         assert main(["predict", model, "so happy today", "-v"]) == 0
     assert "MISSING" in verbose["stderr"]  # transformers' own report, kept for -v
     with captured_fds() as silent:
-        assert main(["-q", "run", *tiny_run_args(Path(model).parent.parent / "opt-base", Path(model).parent.parent
-                                                 / "run-q", "head", "--epochs", "1")[1:]]) == 0
+        assert main(["-q", "run", *tiny_run_args(Path(model).parent.parent / "opt-base", tmp_path / "run-q", "head",
+                                                 "--epochs", "1")[1:]]) == 0
     assert silent["stdout"] == "" and "epoch" not in silent["stderr"]
 
 

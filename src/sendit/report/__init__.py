@@ -15,6 +15,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
+from sendit.report.classes import class_tables
 from sendit.report.figures import build_figures
 from sendit.report.files import atomic_write_text
 from sendit.report.html import Page, console_lines, render_html, render_markdown
@@ -22,7 +23,6 @@ from sendit.report.load import RunData, load_runs
 from sendit.report.recommend import build_recommendation, expected_max_figure
 from sendit.report.stats import ACROSS_SEEDS_METHOD, HOLM_METHOD, ONE_SEED_METHOD, StatsConfig, compute_stats
 from sendit.report.style import RC
-from sendit.report.classes import class_tables
 from sendit.report.tables import build_tables, write_table
 from sendit.run.folder import REPORT
 

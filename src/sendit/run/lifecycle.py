@@ -1,7 +1,8 @@
 """The run lifecycle, one for every command that writes a run folder (run, train, tune, distill) and for evaluate's
 folder: check the folder before anything is written -> lock it -> clear it (a fresh run) or take its config back
-(--resume) -> run.json -> the job loop, with one failure policy -> finish (run.json, trackers, report). The exit
-code of a finished run comes from its jobs' status (`failed_jobs`), the same for every command.
+(--resume) -> run.json -> the job loop, with one failure policy -> finish (run.json's finish and wall time; the
+recipe ends its trackers and writes the report). The exit code of a finished run comes from its jobs' status
+(`failed_jobs`), the same for every command.
 
 Failure policy: a job whose training fails (TrainingError) is recorded as failed in run.json's status and the
 jobs that do not need it go on; a job that needs it (a distillation stage whose teacher is the failed stage) is
