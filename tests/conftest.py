@@ -95,6 +95,14 @@ def _snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
 
 
+def _read_only(root: Path, handed_out=None):
+    """Hand out a shared folder (or `handed_out`, what the fixture gives for it) to the session's tests; at the end
+    of the session, fail if any test wrote into it."""
+    before = _snapshot(root)
+    yield root if handed_out is None else handed_out
+    assert _snapshot(root) == before, f"a test wrote into the shared folder {root}: copy it first (shutil.copytree)"
+
+
 def _shared_run(tmp_path_factory, name: str, save_model, methods: str):
     """Train `methods` on the model save_model(root / <its folder>) writes into root/"run" with tiny_run_args'
     defaults (one thread: a tiny model gains nothing from a second), once per session, then hand out root; at the
@@ -103,10 +111,7 @@ def _shared_run(tmp_path_factory, name: str, save_model, methods: str):
         with _torch_thread():
             assert main(tiny_run_args(save_model(root), root / "run", methods)) == 0
 
-    root = _built_once(tmp_path_factory, name, build)
-    before = _snapshot(root)
-    yield root
-    assert _snapshot(root) == before, f"a test wrote into the shared run {root}: copy it first (shutil.copytree)"
+    yield from _read_only(_built_once(tmp_path_factory, name, build))
 
 
 @pytest.fixture(scope="session")
@@ -136,9 +141,7 @@ def bert_head_onnx(tmp_path_factory, bert_run):
                          "--min-agreement", "0"]) == 0
 
     root = _built_once(tmp_path_factory, "shared-bert-head-onnx", build)
-    before = _snapshot(root)
-    yield root / "onnx"
-    assert _snapshot(root) == before, f"a test wrote into the shared export {root}: copy it first"
+    yield from _read_only(root, root / "onnx")
 
 
 @pytest.fixture
@@ -225,7 +228,5 @@ def custom_run(tmp_path_factory):
                                                        "stderr": done.stderr, "warnings": warned}))
 
     root = _built_once(tmp_path_factory, "new-user", build)
-    before = _snapshot(root)
-    yield {"run": root / "run", "test_file": root / "my_tweets.csv",
-           **json.loads((root / "console.json").read_text())}
-    assert _snapshot(root) == before, f"a test wrote into the shared run {root}: copy it first (shutil.copytree)"
+    yield from _read_only(root, {"run": root / "run", "test_file": root / "my_tweets.csv",
+                                 **json.loads((root / "console.json").read_text())})

@@ -16,7 +16,6 @@ from torch import nn
 from sendit.errors import ModelError
 from sendit.methods import Method
 from sendit.run.folder import MODEL_MANIFEST as MANIFEST  # noqa: E402
-from sendit.run.model_folder import save_model_folder  # noqa: F401  (sendit.serve.model_folder.save_model_folder)
 from sendit.serve.folder_model import FolderModel
 from sendit.serve.onnx_folder import OnnxModel, is_onnx_folder, load_onnx
 from sendit.train.device import default_device, resolve_precision
