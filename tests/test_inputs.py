@@ -280,10 +280,12 @@ def test_full_disk_while_saving_a_model_folder_leaves_nothing_that_looks_complet
                                                                                  monkeypatch):
     from safetensors import SafetensorError
 
-    import sendit.serve.model_folder as mf
     from sendit.methods import get_method
+    from sendit.run.folder import MODEL_MANIFEST
+    from sendit.run.model_folder import save_model_folder
+    from sendit.serve.model_folder import load
 
-    model = mf.load(model_dir, merge=False, precision="fp32")
+    model = load(model_dir, merge=False, precision="fp32")
     full = get_method("full")
 
     def disk_full(*args, **kwargs):
@@ -291,14 +293,14 @@ def test_full_disk_while_saving_a_model_folder_leaves_nothing_that_looks_complet
 
     monkeypatch.setattr(type(full), "save", lambda self, m, folder: disk_full())
     with pytest.raises(OSError, match="No space left") as info:
-        mf.save_model_folder(model.model, model.tokenizer, tmp_path / "new", "full", "base", {})
+        save_model_folder(model.model, model.tokenizer, tmp_path / "new", "full", "base", {})
     assert info.value.filename == str(tmp_path / "new")
     assert not (tmp_path / "new").exists()  # a folder it made is removed
     old = tmp_path / "old"
     shutil.copytree(model_dir, old)
     with pytest.raises(OSError):
-        mf.save_model_folder(model.model, model.tokenizer, old, "full", "base", {})
-    assert old.is_dir() and not (old / mf.MANIFEST).exists()  # an earlier folder no longer looks complete
+        save_model_folder(model.model, model.tokenizer, old, "full", "base", {})
+    assert old.is_dir() and not (old / MODEL_MANIFEST).exists()  # an earlier folder no longer looks complete
     # what safetensors, tokenizers and torch raise for a full disk, a quota or the file-size limit
     cases = [
         (SafetensorError("Error while serializing: I/O error: File too large (os error 27)"), "EFBIG"),
